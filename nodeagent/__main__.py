@@ -1,0 +1,3 @@
+from nodeagent.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine as root: apt packages, the venv at .venv,
+# generated CRI stubs and the locally built images. Re-running it does only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(containerd runc iptables nftables conntrack tcpdump busybox-static iputils-ping
+  containernetworking-plugins iproute2 dnsmasq-base ipvsadm make gcc libc6-dev kmod procps
+  util-linux python3-venv curl)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The apt containerd package may start a host containerd where an init system runs; nodeagent runs
+# its own managed containerd per node and leaves the host's alone.
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+# Generated parts: CRI stubs from proto/, the static pause binary and the image layouts.
+if .venv/bin/python -c "import nodeagent.runtime.command" 2>/dev/null; then
+  .venv/bin/python -m nodeagent images build
+fi
+echo "setup: done"
