@@ -52,6 +52,9 @@ class EventRecorder:
         self.max_pending = max_pending
         self._seen: dict[str, tuple[str, str, int]] = {}  # aggregation key -> (event ns, name, count)
         self._tasks: set[asyncio.Task[None]] = set()
+        # One lock per aggregation key, so a burst of the same event counts up one Event
+        # instead of racing to create several.
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str,
               field_path: str | None = None) -> None:
@@ -80,6 +83,12 @@ class EventRecorder:
         agg = hashlib.sha256(
             f"{ref['kind']}/{ns}/{ref['name']}/{ref['uid']}/{field_path}/{type_}/{reason}/{message}".encode()
         ).hexdigest()
+        lock = self._locks.setdefault(agg, asyncio.Lock())
+        async with lock:
+            await self._create_or_count(agg, ref, ns, type_, reason, message)
+
+    async def _create_or_count(self, agg: str, ref: dict[str, Any], ns: str, type_: str, reason: str,
+                               message: str) -> None:
         now = now_rfc3339()
         try:
             seen = self._seen.get(agg)
@@ -102,8 +111,9 @@ class EventRecorder:
                 "reportingInstance": self.host or "",
             }
             await self.client.create(EVENTS, body, namespace=ns)
-            if len(self._seen) > 4096:
+            if len(self._seen) > 4096:  # bound memory; holders keep their lock objects
                 self._seen.clear()
+                self._locks.clear()
             self._seen[agg] = (ns, name, 1)
         except ApiError as e:
             log.warning("event not recorded reason=%s object=%s/%s error=%s", reason, ns, ref["name"], e)

@@ -140,6 +140,11 @@ class Informer:
                 backoff = min(backoff * 2, 10.0)
                 if isinstance(e, ApiError) and e.code not in (0, 429, 500, 503, 504):
                     need_list = True
+            except Exception:  # never die silently: every component depends on its informers
+                log.exception("informer error kind=%s: relisting in %.1fs", self.kind.plural, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                need_list = True
 
     def _resync(self) -> None:
         """Periodic resync: every cached object is handed to on_update(obj, obj), so level-based

@@ -113,7 +113,12 @@ class Client:
                     return payload if isinstance(payload, dict) else {"items": payload}
             except _RETRYABLE as e:
                 attempt += 1
-                if not idempotent or attempt > self.retries:
+                # A request that never reached the server is safe to send again whatever its verb:
+                # a refused connect, or the first failure on a pooled keep-alive connection that the
+                # server (restarted) had already closed. Otherwise only idempotent verbs retry.
+                unsent = isinstance(e, aiohttp.ClientConnectorError) or (
+                    attempt == 1 and isinstance(e, aiohttp.ServerDisconnectedError))
+                if not (idempotent or unsent) or attempt > self.retries:
                     raise ApiError(0, {"reason": "ServiceUnavailable",
                                        "message": f"{type(e).__name__}: {e}"},
                                    what=f"{method} {path}") from e
@@ -186,6 +191,16 @@ class Client:
                   "timeoutSeconds": timeout_seconds, "allowWatchBookmarks": allow_bookmarks or None}
         query = {k: str(v) for k, v in params.items() if v is not None}
         path = kind.base_path(namespace if kind.namespaced else None)
+        try:
+            async for ev in self._watch_stream(path, query):
+                yield ev
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            # The stream broke (server gone, connection reset): callers see one error type for
+            # "the apiserver is unavailable" and resume from their last resourceVersion.
+            raise ApiError(0, {"reason": "ServiceUnavailable", "message": f"{type(e).__name__}: {e}"},
+                           what=f"WATCH {path}") from e
+
+    async def _watch_stream(self, path: str, query: dict[str, str]) -> AsyncIterator[WatchEvent]:
         async with self._get_session().get(self.config.server + path, params=query,
                                            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
                                            ) as resp:
