@@ -26,7 +26,7 @@ PATCH_CONTENT_TYPES = {
 }
 
 # Connection-level failures worth retrying for idempotent calls; an HTTP answer is never retried.
-_RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+_RETRYABLE = (aiohttp.ClientConnectionError, TimeoutError)
 
 
 @dataclass
@@ -194,7 +194,7 @@ class Client:
         try:
             async for ev in self._watch_stream(path, query):
                 yield ev
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             # The stream broke (server gone, connection reset): callers see one error type for
             # "the apiserver is unavailable" and resume from their last resourceVersion.
             raise ApiError(0, {"reason": "ServiceUnavailable", "message": f"{type(e).__name__}: {e}"},
