@@ -3,7 +3,12 @@
 setns(2) changes the namespace of the calling *thread* only, so work is run on a fresh thread that
 enters the namespace, runs the function, and dies; the caller's thread (and the event loop) never
 changes namespace. The function must return plain data: sockets or pyroute2 objects opened inside
-the namespace stay bound to it. (containernetworking/plugins pkg/ns `Do` works the same way.)
+the namespace stay bound to it.
+
+Beware pyroute2 0.9: an IPRoute opens its netlink socket per calling *thread*, so an IPRoute created
+inside run_in_netns and later used from another thread silently acts in that thread's namespace
+(possibly the root one). Keep every use of such an object on the thread that entered the namespace
+(nodeagent.cni.routes pins its calls to one thread for this reason). (containernetworking/plugins pkg/ns `Do` works the same way.)
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ Obj = dict[str, Any]
 
 class WatchingClient(Protocol):
     async def list(self, kind: Kind, namespace: str | None = ..., label_selector: Any = ...,
-                   field_selector: str | None = ..., **kw: Any) -> dict[str, Any]: ...
+                   field_selector: str | None = ..., limit: int | None = ...,
+                   continue_: str | None = ...) -> dict[str, Any]: ...
 
     def watch(self, kind: Kind, namespace: str | None = ..., resource_version: str | None = ...,
               label_selector: Any = ..., field_selector: str | None = ...,

@@ -1,0 +1,1 @@
+"""host-local compatible IPAM: a Store of reservations and the allocator that walks ranges."""
