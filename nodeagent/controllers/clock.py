@@ -1,0 +1,29 @@
+"""Time as the loops see it: injected so unit tests drive lease expiry and eviction deadlines with a
+fake clock instead of sleeping (ARCHITECTURE.md practice 11)."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch (wall clock: compared with timestamps in objects)."""
+        ...
+
+
+class RealClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def step(self, seconds: float) -> None:
+        self.t += seconds

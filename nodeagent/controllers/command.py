@@ -1,0 +1,124 @@
+"""`nodeagent controllers`: the scheduler and the controller loops in one process, run while this
+instance holds the leader Lease (kube-system/nodeagent-controllers)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+log = logging.getLogger("nodeagent.controllers")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("controllers", help="run the scheduler and the controller loops",
+                              description=__doc__)
+    p.add_argument("--kubeconfig", required=True, help="kubeconfig to reach the apiserver")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod network that node podCIDRs come from")
+    p.add_argument("--node-cidr-mask-size", type=int, default=24, help="prefix length of each node's podCIDR")
+    p.add_argument("--node-monitor-grace-period", type=float, default=50.0,
+                   help="seconds without a node Lease renewal before the node is Ready=Unknown")
+    p.add_argument("--node-monitor-period", type=float, default=5.0, help="seconds between node health checks")
+    p.add_argument("--default-toleration-seconds", type=int, default=300,
+                   help="tolerationSeconds for not-ready/unreachable when a pod has no such toleration")
+    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                   help="run only while holding the leader Lease")
+    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0)
+    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0)
+    p.add_argument("--leader-elect-retry-period", type=float, default=2.0)
+    p.add_argument("--leader-elect-resource-namespace", default="kube-system")
+    p.add_argument("--leader-elect-resource-name", default="nodeagent-controllers")
+    p.add_argument("--identity", default=None, help="this instance's name in the Lease (default host_pid)")
+    p.add_argument("--metrics-port", type=int, default=10257, help="port of /metrics and /healthz (0 = off)")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1")
+    p.add_argument("--controllers", default="*",
+                   help="comma-separated loops to run (* = all): scheduler, replicaset, deployment, daemonset, "
+                        "job, endpoint, endpointslice, nodeipam, nodelifecycle, garbagecollector, podgc")
+    p.add_argument("--resync-period", type=float, default=60.0, help="seconds between informer resyncs")
+    p.set_defaults(func=main)
+
+
+async def main(args: argparse.Namespace) -> int:
+    from nodeagent.client import Client, ClientConfig
+    from nodeagent.controllers.base import Options
+    from nodeagent.controllers.leaderelection import LeaderElectionConfig, LeaderElector
+    from nodeagent.controllers.manager import ControllerManager
+    from nodeagent.controllers.metrics import Metrics, serve
+
+    options = Options(cluster_cidr=args.cluster_cidr, node_cidr_mask_size=args.node_cidr_mask_size,
+                      node_monitor_grace_period=args.node_monitor_grace_period,
+                      node_monitor_period=args.node_monitor_period,
+                      default_toleration_seconds=args.default_toleration_seconds,
+                      resync_period=args.resync_period)
+    enabled = None if args.controllers.strip() in ("", "*") else [c.strip() for c in args.controllers.split(",")]
+    identity = args.identity or f"{socket.gethostname()}_{os.getpid()}"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    metrics = Metrics()
+    runner = None
+    if args.metrics_port:
+        try:
+            runner = await serve(metrics, args.metrics_port, lambda: True, host=args.metrics_bind_address)
+        except OSError as e:
+            # another cluster on this host may hold the port: the loops matter more than /metrics
+            log.error("cannot serve /metrics and /healthz port=%d error=%s: continuing without them "
+                      "(pick another --metrics-port, or 0 to turn them off)", args.metrics_port, e)
+    rc = 0
+    async with Client(ClientConfig.from_kubeconfig(args.kubeconfig), user_agent="nodeagent-controllers") as client:
+        elector = None
+        metrics.leader.labels(args.leader_elect_resource_name).set(0)
+        try:
+            if args.leader_elect:
+                elector = LeaderElector(client, LeaderElectionConfig(
+                    namespace=args.leader_elect_resource_namespace, name=args.leader_elect_resource_name,
+                    identity=identity, lease_duration=args.leader_elect_lease_duration,
+                    renew_deadline=args.leader_elect_renew_deadline, retry_period=args.leader_elect_retry_period))
+                if not await _until_stop(elector.acquire(), stop):
+                    return 0
+                metrics.leader.labels(args.leader_elect_resource_name).set(1)
+            manager = ControllerManager(client, options, metrics=metrics, enabled=enabled)
+            try:
+                await manager.start()
+            except TimeoutError:
+                log.error("caches did not sync within 60s: check that the apiserver in %s answers and that "
+                          "its user may list and watch every resource", args.kubeconfig)
+                await manager.stop()
+                return 1
+            log.info("controllers running identity=%s controllers=%s", identity, ",".join(manager.controllers))
+            if elector is not None:
+                if not await _until_stop(elector.renew_until_lost(), stop):
+                    rc = 0
+                else:
+                    log.error("leaderelection lost identity=%s: exiting", identity)
+                    rc = 1
+            else:
+                await stop.wait()
+            await manager.stop()
+        finally:
+            if elector is not None and rc == 0:
+                await elector.release()
+            if runner is not None:
+                await runner.cleanup()
+    return rc
+
+
+async def _until_stop(coro: Any, stop: asyncio.Event) -> bool:
+    """Run coro until it finishes (True) or stop is set first (False)."""
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (task, stopper):
+        if t not in done:
+            t.cancel()
+    await asyncio.gather(task, stopper, return_exceptions=True)
+    if task in done:
+        task.result()
+        return True
+    return False
