@@ -1,0 +1,290 @@
+"""Cluster DNS throughput and latency: `nodeagent dns` beside dnsmasq, serving the same names.
+
+Both servers run in one "server" network namespace (ours on 10.53.0.1:53 watching a real apiserver
+through a relay; dnsmasq on 10.53.0.3:53 with the same names as --host-record and the cluster domain
+as --local, so it answers NXDOMAIN for the rest itself). A load generator in a second namespace keeps
+a fixed number of UDP queries in flight for a fixed time against each, with the same query mix:
+mostly Service names, some search-path expansions of an outside name (NXDOMAIN).
+
+    sudo .venv/bin/python benchmarks/dns.py [--services 50] [--seconds 5] [--window 32] [--from-pod]
+
+Last line: one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dnslib import DNSRecord  # noqa: E402
+
+from nodeagent.api.kinds import SERVICES  # noqa: E402
+from nodeagent.client import Client, ClientConfig  # noqa: E402
+from nodeagent.netns import run_in_netns  # noqa: E402
+from tests.helpers.apiserver import start_apiserver  # noqa: E402
+from tests.helpers.dns_client import query_sync  # noqa: E402
+from tests.helpers.dns_relay import (  # noqa: E402
+    NetnsRelay,
+    add_veth,
+    kubeconfig_via,
+    nodeagent_argv,
+    start_in_netns,
+    stop_process,
+    wait_for,
+)
+from tests.helpers.netns import delete_netns, make_netns  # noqa: E402
+
+D = "cluster.local"
+OURS, PEER, CLIENT = "10.53.0.1", "10.53.0.3", "10.53.0.2"
+
+
+def query_mix(n_services: int, count: int = 1000, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        if i % 5 == 4:  # ndots:5 search expansions of www.example.com: NXDOMAIN
+            name = rng.choice([f"www.example.com.default.svc.{D}", f"www.example.com.svc.{D}",
+                               f"www.example.com.{D}"])
+        else:
+            name = f"svc-{rng.randrange(n_services)}.default.svc.{D}"
+        out.append(DNSRecord.question(name, "A").pack())
+    return out
+
+
+def load(server: str, queries: list[bytes], seconds: float, window: int, port: int = 53) -> dict[str, Any]:
+    """Keep `window` queries in flight for `seconds`; latency per answered query (runs in the client ns)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((server, port))
+    s.setblocking(False)
+    inflight: dict[int, int] = {}
+    latencies: list[int] = []
+    lost = 0
+    qid = 0
+    i = 0
+    start = time.perf_counter_ns()
+    end = start + int(seconds * 1e9)
+    while True:
+        now = time.perf_counter_ns()
+        if now >= end:
+            break
+        while len(inflight) < window:
+            qid = (qid + 1) & 0xFFFF
+            if qid in inflight:
+                continue
+            q = queries[i % len(queries)]
+            i += 1
+            try:
+                s.send(qid.to_bytes(2, "big") + q[2:])
+            except BlockingIOError:
+                break
+            inflight[qid] = time.perf_counter_ns()
+        ready, _, _ = select.select([s], [], [], 0.5)
+        if not ready:
+            # nothing came back for 0.5 s: count the oldest queries as lost and move on
+            cutoff = time.perf_counter_ns() - 500_000_000
+            for k in [k for k, t in inflight.items() if t < cutoff]:
+                del inflight[k]
+                lost += 1
+            continue
+        while True:
+            try:
+                data = s.recv(4096)
+            except BlockingIOError:
+                break
+            t = inflight.pop(int.from_bytes(data[:2], "big"), None)
+            if t is not None:
+                latencies.append(time.perf_counter_ns() - t)
+    elapsed = (time.perf_counter_ns() - start) / 1e9
+    s.close()
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1e6, 3) if latencies else -1.0
+
+    return {"qps": round(len(latencies) / elapsed), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "answered": len(latencies), "lost": lost}
+
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: dns-bench}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: nodeagent.local/toolbox:1, command: ["sleep", "100000"]}]
+"""
+
+
+def from_pod(args: argparse.Namespace) -> dict[str, Any]:
+    """The same load from a pod: ours at 10.96.0.10 (proxy DNAT to the cp), dnsmasq on the cp's
+    underlay address port 5353 serving the same names."""
+    from tests.helpers.cluster_e2e import local_cluster
+
+    with local_cluster("dnsb", nodes=1) as cluster:
+        ips = asyncio.run(create_services(cluster.plan.kubeconfig, args.services))
+        cluster.kubectl.apply(POD)
+        (pod,) = cluster.wait_ready_pods("", 1, 180)
+        net = cluster.pod_net(pod).netns_path
+        cp = cluster.plan.control_plane
+        peer_log = cluster.base_dir / cluster.name / "logs" / "dnsmasq-bench.log"
+        peer = start_in_netns(cp.netns, [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+            f"--listen-address={cp.ip}", "--bind-interfaces", "--port=5353", f"--local=/{D}/",
+            "--pid-file=", "--user=root", *[f"--host-record={n},{ip}" for n, ip in ips.items()]], peer_log)
+        try:
+            probe = f"svc-0.default.svc.{D}"
+            for server, port in (("10.96.0.10", 53), (cp.ip, 5353)):
+                wait_for(lambda s=server, p=port: [str(r.rdata) for r in run_in_netns(
+                    net, query_sync, s, p, probe, "A", False, None, 1.0).rr] == [ips[probe]],
+                    f"{server}:{port} answers {probe} from the pod", timeout=60)
+            queries = query_mix(args.services)
+            res: dict[str, Any] = {}
+            for label, server, port in (("nodeagent", "10.96.0.10", 53), ("dnsmasq", cp.ip, 5353)):
+                run_in_netns(net, load, server, queries, 0.5, args.window, port)
+                res[label] = r = run_in_netns(net, load, server, queries, args.seconds, args.window, port)
+                print(f"pod->{label:10s} {r['qps']:>8d} q/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+                      f"lost {r['lost']}", flush=True)
+        finally:
+            stop_process(peer)
+    return {"pod_nodeagent_qps": res["nodeagent"]["qps"], "pod_nodeagent_p99_ms": res["nodeagent"]["p99_ms"],
+            "pod_dnsmasq_qps": res["dnsmasq"]["qps"], "pod_dnsmasq_p99_ms": res["dnsmasq"]["p99_ms"]}
+
+
+async def create_services(kubeconfig: Path, n: int) -> dict[str, str]:
+    ips: dict[str, str] = {}
+    async with Client(ClientConfig.from_kubeconfig(kubeconfig)) as c:
+        for i in range(n):
+            svc = await c.create(SERVICES, {"apiVersion": "v1", "kind": "Service",
+                                            "metadata": {"name": f"svc-{i}", "namespace": "default"},
+                                            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+            ips[f"svc-{i}.default.svc.{D}"] = svc["spec"]["clusterIP"]
+    return ips
+
+
+async def _create_delete(kubeconfig: Path, name: str, delete: bool) -> None:
+    async with Client(ClientConfig.from_kubeconfig(kubeconfig)) as c:
+        if delete:
+            await c.delete(SERVICES, name, namespace="default")
+        else:
+            await c.create(SERVICES, {"apiVersion": "v1", "kind": "Service",
+                                      "metadata": {"name": name, "namespace": "default"},
+                                      "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+
+
+def delete_to_nxdomain(kubeconfig: Path, client_ns: str, server: str, rounds: int = 5) -> list[float]:
+    """ms from the DELETE call's return until the server answers NXDOMAIN for the Service (polled
+    every millisecond from the client namespace)."""
+    out = []
+    for i in range(rounds):
+        name = f"gone-{i}"
+        fqdn = f"{name}.default.svc.{D}"
+        asyncio.run(_create_delete(kubeconfig, name, delete=False))
+        wait_for(lambda f=fqdn: bool(run_in_netns(client_ns, query_sync, server, 53, f, "A", False, None, 1.0).rr),
+                 f"{fqdn} resolves", timeout=30)
+        asyncio.run(_create_delete(kubeconfig, name, delete=True))
+        out.append(run_in_netns(client_ns, _poll_nxdomain, server, fqdn))
+    return out
+
+
+def _poll_nxdomain(server: str, fqdn: str, timeout: float = 10.0) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        r = query_sync(server, 53, fqdn, "A", False, None, 1.0)
+        if r.header.rcode == 3:  # NXDOMAIN
+            return round((time.perf_counter() - t0) * 1000, 1)
+        time.sleep(0.001)
+    return -1.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--services", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--window", type=int, default=32, help="queries in flight")
+    ap.add_argument("--from-pod", action="store_true",
+                    help="also measure from a pod of a fresh 1-node local cluster (`nodeagent cluster up`): "
+                         "ours through the kube-dns ClusterIP, dnsmasq in the control-plane namespace")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    pod_figures: dict[str, Any] = from_pod(args) if args.from_pod else {}
+    tag = secrets.token_hex(3)
+    server_ns, client_ns = f"na-bdnss-{tag}", f"na-bdnsc-{tag}"
+    procs: list[subprocess.Popen[bytes]] = []
+    relay: NetnsRelay | None = None
+    with tempfile.TemporaryDirectory(prefix="dns-bench-") as tmp:
+        work = Path(tmp)
+        api = start_apiserver(work)
+        try:
+            make_netns(server_ns)
+            make_netns(client_ns)
+            add_veth(server_ns, client_ns, OURS, CLIENT)
+            subprocess.run(["ip", "-n", server_ns, "addr", "add", f"{PEER}/24", "dev", "veth-a"], check=True)
+            ips = asyncio.run(create_services(api.kubeconfig, args.services))
+            relay = NetnsRelay(server_ns, ("127.0.0.1", api.port))
+            kc = kubeconfig_via(api.kubeconfig, relay.port, work / "kubeconfig-dns")
+            ours_log = work / "dns.log"
+            ours = start_in_netns(server_ns, nodeagent_argv(
+                "dns", "--kubeconfig", str(kc), "--bind", OURS, "--port", "53", "--no-register",
+                "--metrics-port", "0"), ours_log)
+            procs.append(ours)
+            hosts = [f"--host-record={name},{ip}" for name, ip in ips.items()]
+            peer_log = work / "dnsmasq.log"
+            procs.append(start_in_netns(server_ns, [
+                "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                f"--listen-address={PEER}", "--bind-interfaces", "--port=53", f"--local=/{D}/",
+                "--pid-file=", "--user=root", *hosts], peer_log))
+            probe = f"svc-0.default.svc.{D}"
+            for server, proc, log in ((OURS, ours, ours_log), (PEER, procs[-1], peer_log)):
+                wait_for(lambda s=server: [str(r.rdata) for r in run_in_netns(
+                    client_ns, query_sync, s, 53, probe, "A", False, None, 1.0).rr] == [ips[probe]],
+                    f"{server} answers {probe}", timeout=30, proc=proc, log=log)
+            queries = query_mix(args.services)
+            results: dict[str, Any] = {}
+            for label, server in (("nodeagent", OURS), ("dnsmasq", PEER), ("nodeagent_again", OURS)):
+                run_in_netns(client_ns, load, server, queries, 0.5, args.window)  # warm up
+                results[label] = run_in_netns(client_ns, load, server, queries, args.seconds, args.window)
+                r = results[label]
+                print(f"{label:16s} {r['qps']:>8d} q/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+                      f"lost {r['lost']}", flush=True)
+            gone = delete_to_nxdomain(api.kubeconfig, client_ns, OURS)
+            print(f"delete -> NXDOMAIN ms: {gone}", flush=True)
+        finally:
+            for p in reversed(procs):
+                stop_process(p)
+            if relay is not None:
+                relay.close()
+            for ns in (client_ns, server_ns):
+                delete_netns(ns)
+            api.stop()
+    ours_best = max((results["nodeagent"], results["nodeagent_again"]), key=lambda r: r["qps"])
+    print(json.dumps({
+        "benchmark": "dns", "services": args.services, "seconds": args.seconds, "window": args.window,
+        "nodeagent_qps": ours_best["qps"], "nodeagent_p99_ms": ours_best["p99_ms"],
+        "nodeagent_p50_ms": ours_best["p50_ms"],
+        "dnsmasq_qps": results["dnsmasq"]["qps"], "dnsmasq_p99_ms": results["dnsmasq"]["p99_ms"],
+        "dnsmasq_p50_ms": results["dnsmasq"]["p50_ms"],
+        "delete_to_nxdomain_ms_median": sorted(gone)[len(gone) // 2],
+        "client": "netns (Python load generator, UDP)",
+        **pod_figures,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
