@@ -1,0 +1,312 @@
+"""The kubelet's HTTPS endpoint (upstream pkg/kubelet/server): /healthz, /metrics,
+/containerLogs/NS/POD/CONTAINER and /exec/NS/POD/CONTAINER.
+
+The apiserver proxies pods/log and pods/exec here with its own bearer token; every request except
+/healthz must carry a token that a TokenReview (through the apiserver) accepts, from a user the
+kubelet serves: the apiserver (system:apiserver), an admin (system:masters), or this node itself.
+A streaming exec is answered by CRI Exec and the upgraded connection (SPDY or WebSocket) is spliced
+byte for byte to the runtime's streaming server, which only listens inside the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import os
+import ssl
+import time
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from nodeagent.kubelet.logs import LogOptions, log_files, read_logs
+from nodeagent.kubelet.model import ContainerState
+
+if TYPE_CHECKING:
+    from nodeagent.kubelet.kubelet import Kubelet
+
+log = logging.getLogger(__name__)
+
+ALLOWED_USERS = ("system:apiserver", "kube-apiserver-kubelet-client")
+ALLOWED_GROUPS = ("system:masters",)
+TOKEN_CACHE_TTL = 120.0  # upstream's webhook token authenticator caches for 2 minutes
+
+
+def ensure_serving_cert(pki_dir: str, node_name: str, ips: list[str]) -> tuple[str, str]:
+    """A self-signed serving certificate for the kubelet (upstream's default without a CSR)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    crt, key = os.path.join(pki_dir, "kubelet.crt"), os.path.join(pki_dir, "kubelet.key")
+    if os.path.exists(crt) and os.path.exists(key):
+        return crt, key
+    os.makedirs(pki_dir, mode=0o700, exist_ok=True)
+    pk = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_name}@{int(time.time())}")])
+    sans: list[x509.GeneralName] = [x509.DNSName(node_name), x509.DNSName("localhost")]
+    for ip in {*ips, "127.0.0.1"}:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
+        except ValueError:
+            continue
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(pk.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(pk, hashes.SHA256()))
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()))
+    with open(crt, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return crt, key
+
+
+def _flag(q: Any, name: str) -> bool:
+    return str(q.get(name, "")).lower() in ("1", "true", "yes")
+
+
+class _Hijacked(web.StreamResponse):
+    """Returned after the connection was taken over: aiohttp must not write anything more."""
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+class _Forward:
+    """Stands in for aiohttp's payload parser after an upgrade: client bytes go to the runtime."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    def feed_data(self, data: bytes | bytearray | memoryview) -> tuple[bool, bytes]:
+        self.writer.write(bytes(data))
+        return False, b""
+
+    def feed_eof(self) -> None:
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+        except OSError:
+            pass
+
+
+class KubeletServer:
+    def __init__(self, kubelet: Kubelet) -> None:
+        self.k = kubelet
+        self._tokens: dict[str, tuple[float, bool, str]] = {}  # token -> (expiry, allowed, user)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------------ app
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.container_logs)
+        app.router.add_route("*", "/exec/{ns}/{pod}/{container}", self.exec)
+        app.router.add_get("/pods", self.pods)
+        return app
+
+    async def start(self, host: str, port: int, certfile: str, keyfile: str) -> None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(certfile, keyfile)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ctx, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        log.info("kubelet server listening address=%s port=%d", host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ------------------------------------------------------------------ authn / authz
+    async def _review(self, token: str) -> tuple[bool, str]:
+        hit = self._tokens.get(token)
+        if hit and hit[0] > time.monotonic():
+            return hit[1], hit[2]
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        resp = await self.k.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=body)
+        st = resp.get("status") or {}
+        user = (st.get("user") or {})
+        name = str(user.get("username", ""))
+        groups = list(user.get("groups") or [])
+        allowed = bool(st.get("authenticated")) and (
+            name in ALLOWED_USERS or any(g in ALLOWED_GROUPS for g in groups)
+            or name == f"system:node:{self.k.config.node_name}")
+        if len(self._tokens) > 1024:
+            self._tokens.clear()
+        self._tokens[token] = (time.monotonic() + TOKEN_CACHE_TTL, allowed, name)
+        return allowed, name
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path == "/healthz" or not self.k.config.authenticate:
+            return await handler(request)  # type: ignore[no-any-return]
+        auth = request.headers.get("Authorization", "")
+        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            return web.Response(status=401, text="Unauthorized: a bearer token is required\n")
+        try:
+            allowed, user = await self._review(auth[7:].strip())
+        except Exception as e:
+            log.warning("token review failed err=%s", e)
+            return web.Response(status=401, text=f"Unauthorized: token review failed: {e}\n")
+        if not allowed:
+            return web.Response(status=403, text=f"Forbidden (user={user}, verb={request.method.lower()}, "
+                                                  f"resource=nodes, subresource=proxy)\n")
+        return await handler(request)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ handlers
+    async def healthz(self, request: web.Request) -> web.Response:
+        ok, msg = self.k.pleg.healthy()
+        if not ok:
+            return web.Response(status=500, text=f"[-]pleg failed: {msg}\nhealthz check failed\n")
+        return web.Response(text="ok")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.k._count_running()
+        body = generate_latest(self.k.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def pods(self, request: web.Request) -> web.Response:
+        items = [w.pod for w in self.k.workers.values() if w.pod]
+        return web.json_response({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+
+    def _find(self, request: web.Request) -> tuple[dict[str, Any], str]:
+        ns, name, container = (request.match_info["ns"], request.match_info["pod"],
+                               request.match_info["container"])
+        pod = self.k.informer.get(f"{ns}/{name}")
+        if pod is None:
+            raise web.HTTPNotFound(text=f'pod "{name}" not found in namespace "{ns}" on node '
+                                        f'"{self.k.config.node_name}"\n')
+        spec = pod.get("spec", {})
+        names = [c["name"] for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])]
+        if container not in names:
+            raise web.HTTPBadRequest(text=f'container {container} is not valid for pod {name}\n')
+        return pod, container
+
+    async def container_logs(self, request: web.Request) -> web.StreamResponse:
+        from nodeagent.runtime import podconfig
+
+        pod, container = self._find(request)
+        q = request.query
+        uid = pod["metadata"]["uid"]
+        rs = self.k.pleg.cached(uid) or await self.k.pleg.refresh(uid)
+        latest = rs.latest(container)
+        log_dir = podconfig.pod_log_directory(self.k.config.logs_dir, pod)
+        files = log_files(log_dir, container)
+        current = latest.attempt if latest else (files[0][0] if files else -1)
+        if _flag(q, "previous"):
+            prev = [f for f in files if f[0] < current]
+            if not prev:
+                raise web.HTTPBadRequest(text=f'previous terminated container "{container}" in pod '
+                                              f'"{pod["metadata"]["name"]}" not found\n')
+            path = prev[0][1]
+            follow = False
+        else:
+            cur = [f for f in files if f[0] == current]
+            if not cur:
+                raise web.HTTPBadRequest(text=f'container "{container}" in pod "{pod["metadata"]["name"]}" '
+                                              'is waiting to start\n')
+            path = cur[0][1]
+            follow = _flag(q, "follow")
+        opts = LogOptions(
+            follow=follow,
+            tail_lines=int(q["tailLines"]) if q.get("tailLines") not in (None, "", "-1") else None,
+            timestamps=_flag(q, "timestamps"),
+            limit_bytes=int(q["limitBytes"]) if q.get("limitBytes") else None,
+            since_seconds=int(q["sinceSeconds"]) if q.get("sinceSeconds") else None,
+        )
+        cid = latest.id if latest else ""
+
+        async def still_running() -> bool:
+            if not cid:
+                return False
+            try:
+                c = await self.k.runtime.container_status(cid)
+            except Exception:
+                return False
+            return c.state == ContainerState.RUNNING
+
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        try:
+            async for chunk in read_logs(path, opts, still_running):
+                await resp.write(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            return resp
+        await resp.write_eof()
+        return resp
+
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        pod, container = self._find(request)
+        q = request.query
+        cmd = q.getall("command", [])
+        if not cmd:
+            raise web.HTTPBadRequest(text="exec: at least one command argument is required\n")
+        uid = pod["metadata"]["uid"]
+        rs = await self.k.pleg.refresh(uid)
+        c = rs.latest(container)
+        if c is None or c.state != ContainerState.RUNNING:
+            raise web.HTTPBadRequest(text=f"container {container} is not running\n")
+        upgrade = request.headers.get("Upgrade", "")
+        if not upgrade:
+            # One-shot exec (no stream): CRI ExecSync, output in the body, the exit code in a header.
+            timeout = float(q.get("timeout", "60"))
+            res = await self.k.runtime.exec_sync(c.id, cmd, timeout)
+            return web.Response(body=res.stdout + res.stderr, headers={"X-Exit-Code": str(res.exit_code),
+                                                                       "Content-Type": "text/plain"})
+        url = await self.k.runtime.exec_url(c.id, cmd, tty=_flag(q, "tty"), stdin=_flag(q, "input") or _flag(q, "stdin"),
+                                            stdout=_flag(q, "output") or _flag(q, "stdout"),
+                                            stderr=_flag(q, "error") or _flag(q, "stderr"))
+        return await self._splice(request, url)
+
+    async def _splice(self, request: web.Request, url: str) -> web.StreamResponse:
+        """Hand the upgraded connection to the runtime's streaming server and copy bytes both ways."""
+        u = urllib.parse.urlsplit(url)
+        if u.scheme == "https":
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            reader, writer = await asyncio.open_connection(u.hostname, u.port or 443, ssl=ctx)
+        else:
+            reader, writer = await asyncio.open_connection(u.hostname, u.port or 80)
+        target = u.path + (f"?{u.query}" if u.query else "")
+        head = [f"{request.method} {target} HTTP/1.1", f"Host: {u.netloc}"]
+        for k, v in request.headers.items():
+            if k.lower() in ("host", "authorization", "content-length", "transfer-encoding"):
+                continue
+            head.append(f"{k}: {v}")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        transport = request.transport
+        protocol = request.protocol
+        if transport is None:
+            writer.close()
+            raise web.HTTPBadRequest(text="connection closed\n")
+        protocol.set_parser(_Forward(writer))  # type: ignore[arg-type]
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data or transport.is_closing():
+                    break
+                transport.write(data)
+        finally:
+            writer.close()
+            transport.close()
+        return _Hijacked()

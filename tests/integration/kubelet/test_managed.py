@@ -1,0 +1,70 @@
+"""`nodeagent kubelet` with its own managed containerd (no --container-runtime-endpoint), as the
+local cluster runs it: pods run, and a kubelet killed with -9 comes back, adopts the containerd it
+left running and its pods, restarting nothing."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from nodeagent.api.kinds import PODS
+from nodeagent.client import Client, ClientConfig
+from tests.helpers.kubelet_node import KubeletNode, start_managed_kubelet_node, stop_kubelet_node, wait_until
+
+
+@pytest.fixture(scope="module")
+def mkn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeletNode]:
+    node = start_managed_kubelet_node(tmp_path_factory.mktemp("klm"))
+    try:
+        yield node
+    finally:
+        stop_kubelet_node(node)
+
+
+@pytest.fixture
+async def client(mkn: KubeletNode) -> AsyncIterator[Client]:
+    async with Client(ClientConfig.from_kubeconfig(mkn.api.kubeconfig)) as c:
+        yield c
+
+
+async def _ready_pod(client: Client, name: str) -> dict[str, Any] | None:
+    p = await client.get(PODS, name, namespace="default")
+    ok = any(c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions") or [])
+    return p if ok else None
+
+
+async def test_managed_containerd_survives_kubelet_kill9(mkn: KubeletNode, client: Client) -> None:
+    from nodeagent.runtime.cri import RuntimeClient
+
+    name = f"m-{secrets.token_hex(3)}"
+    await client.create(PODS, {"metadata": {"name": name, "namespace": "default"},
+                               "spec": {"nodeName": mkn.name, "terminationGracePeriodSeconds": 1,
+                                        "containers": [{"name": "c", "image": "nodeagent.local/toolbox:1",
+                                                        "command": ["sleep", "3600"]}]}})
+    before = await wait_until(lambda: _ready_pod(client, name), timeout=120, what="pod Ready", kn=mkn)
+    assert before["status"]["podIP"].startswith("10.198.0.")
+    cid = before["status"]["containerStatuses"][0]["containerID"]
+
+    mkn.kill9()
+    mkn.start_kubelet()
+    async with RuntimeClient(mkn.endpoint) as rt:
+        # the restarted kubelet adopted the running containerd: same pod, same container, one sandbox
+        async def re_reported() -> bool:
+            return "adopting the running managed containerd" in mkn.log_tail(20000)
+        await wait_until(re_reported, what="containerd adopted", kn=mkn)
+        uid = before["metadata"]["uid"]
+        # watch the runtime through the new kubelet's first syncs: nothing is recreated or restarted
+        import asyncio
+        for _ in range(10):
+            sandboxes = await rt.list_pod_sandbox(label_selector={"io.kubernetes.pod.uid": uid})
+            containers = await rt.list_containers(label_selector={"io.kubernetes.pod.uid": uid})
+            assert len(sandboxes) == 1
+            assert [f"containerd://{c.id}" for c in containers] == [cid]
+            await asyncio.sleep(0.3)
+    after = await wait_until(lambda: _ready_pod(client, name), what="pod Ready after restart", kn=mkn)
+    assert after["status"]["containerStatuses"][0]["containerID"] == cid
+    assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+    await client.delete(PODS, name, namespace="default")

@@ -1,0 +1,161 @@
+"""Node registration, status and lease over FakeClient; the kubelet endpoint's authentication,
+logs and one-shot exec over the fake runtime."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from nodeagent.api.kinds import LEASES, NODES
+from nodeagent.client.fake import FakeClient
+from nodeagent.kubelet.clock import FakeClock
+from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.kubelet.model import ExecResult
+from nodeagent.kubelet.node import NodeStatusManager
+from nodeagent.kubelet.server import KubeletServer
+from tests.helpers.kubelet_env import Harness, make_harness, make_pod, wait_for
+
+
+def _mgr(tmp: str, ready: list[tuple[bool, str]], **cfg: Any) -> tuple[FakeClient, FakeClock, NodeStatusManager]:
+    client = FakeClient()
+    clock = FakeClock()
+    config = KubeletConfig(node_name="n1", data_dir=tmp, node_ip="192.168.56.11", **cfg)
+    return client, clock, NodeStatusManager(client, config, clock, lambda: "containerd://1.6.20", lambda: ready[0])
+
+
+async def test_register_node_with_status(tmp_path: Any) -> None:
+    client, _, m = _mgr(str(tmp_path), [(True, "")], pod_cidr="10.244.3.0/24")
+    await m.register()
+    node = await client.get(NODES, "n1")
+    assert node["spec"]["podCIDR"] == "10.244.3.0/24" and node["spec"]["podCIDRs"] == ["10.244.3.0/24"]
+    assert node["metadata"]["labels"]["kubernetes.io/hostname"] == "n1"
+    st = node["status"]
+    assert st["nodeInfo"]["containerRuntimeVersion"] == "containerd://1.6.20"
+    assert st["nodeInfo"]["kubeletVersion"].startswith("v1.32")
+    assert st["addresses"] == [{"type": "InternalIP", "address": "192.168.56.11"}, {"type": "Hostname", "address": "n1"}]
+    assert st["capacity"]["pods"] == "110" and st["capacity"]["memory"].endswith("Ki")
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Ready"]["status"] == "True" and conds["Ready"]["reason"] == "KubeletReady"
+    assert conds["MemoryPressure"]["reason"] == "KubeletHasSufficientMemory"
+    assert conds["NetworkUnavailable"]["status"] == "False"
+    assert st["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10250
+
+
+async def test_reregistration_keeps_the_node(tmp_path: Any) -> None:
+    client, _, m = _mgr(str(tmp_path), [(True, "")])
+    await client.create(NODES, {"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.244.9.0/24"}})
+    await m.register()
+    node = await client.get(NODES, "n1")
+    assert node["spec"]["podCIDR"] == "10.244.9.0/24" and m.pod_cidr == "10.244.9.0/24"
+    assert node["metadata"]["labels"]["kubernetes.io/os"] == "linux"
+
+
+async def test_status_written_on_change_or_report_interval(tmp_path: Any) -> None:
+    ready = [(True, "")]
+    client, clock, m = _mgr(str(tmp_path), ready, pod_cidr="10.244.3.0/24")
+    await m.register()
+    clock.advance(10)
+    assert not await m.update_status()  # nothing changed
+    ready[0] = (False, "PLEG is not healthy: pleg was last seen active 200s ago")
+    clock.advance(10)
+    assert await m.update_status()
+    node = await client.get(NODES, "n1")
+    rc = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert rc["status"] == "False" and "PLEG" in rc["message"] and rc["reason"] == "KubeletNotReady"
+    clock.advance(10)
+    assert not await m.update_status()
+    clock.advance(300)
+    assert await m.update_status()  # the 5 minute report
+
+
+async def test_lease_created_and_renewed(tmp_path: Any) -> None:
+    client, clock, m = _mgr(str(tmp_path), [(True, "")])
+    await m.register()
+    await m.renew_lease()
+    lease = await client.get(LEASES, "n1", namespace="kube-node-lease")
+    assert lease["spec"]["holderIdentity"] == "n1" and lease["spec"]["leaseDurationSeconds"] == 40
+    assert lease["metadata"]["ownerReferences"][0]["kind"] == "Node"
+    first = lease["spec"]["renewTime"]
+    clock.advance(10)
+    await m.renew_lease()
+    assert (await client.get(LEASES, "n1", namespace="kube-node-lease"))["spec"]["renewTime"] > first
+
+
+class _ReviewingClient(FakeClient):
+    """FakeClient plus the TokenReview the kubelet endpoint posts through Client.request."""
+
+    tokens = {"apiserver-token": ("system:apiserver", []), "admin-token": ("admin", ["system:masters"]),
+              "user-token": ("alice", ["system:authenticated"])}
+
+    async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        assert method == "POST" and path == "/apis/authentication.k8s.io/v1/tokenreviews"
+        who = self.tokens.get(kw["body"]["spec"]["token"])
+        if who is None:
+            return {"status": {"authenticated": False}}
+        return {"status": {"authenticated": True, "user": {"username": who[0], "groups": who[1]}}}
+
+
+@pytest.fixture
+async def served(tmp_path: Any) -> AsyncIterator[tuple[Harness, TestClient[Any, Any]]]:
+    h = make_harness(str(tmp_path), client=_ReviewingClient())
+    await h.kubelet.start()
+    tc: TestClient[Any, Any] = TestClient(TestServer(KubeletServer(h.kubelet).app()))
+    await tc.start_server()
+    try:
+        yield h, tc
+    finally:
+        await tc.close()
+        await h.kubelet.stop()
+
+
+async def test_endpoint_authentication(served: tuple[Harness, TestClient[Any, Any]]) -> None:
+    _, tc = served
+    assert (await tc.get("/healthz")).status == 200
+    assert (await tc.get("/metrics")).status == 401
+    assert (await tc.get("/metrics", headers={"Authorization": "Bearer nope"})).status == 403
+    assert (await tc.get("/metrics", headers={"Authorization": "Bearer user-token"})).status == 403
+    r = await tc.get("/metrics", headers={"Authorization": "Bearer apiserver-token"})
+    assert r.status == 200 and "kubelet_pleg_relist_duration_seconds" in await r.text()
+    assert (await tc.get("/metrics", headers={"Authorization": "Bearer admin-token"})).status == 200
+
+
+def _write_log(path: str, lines: list[bytes]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"".join(lines))
+
+
+async def test_logs_previous_and_exec(served: tuple[Harness, TestClient[Any, Any]]) -> None:
+    h, tc = served
+    auth = {"Authorization": "Bearer apiserver-token"}
+    await h.create(make_pod("lg"))
+    await wait_for(lambda: h.condition("lg", "Ready") == "True", what="Ready")
+    pod = h.pod("lg")
+    assert pod is not None
+    uid = pod["metadata"]["uid"]
+    d = os.path.join(h.tmp, "logs", "pods", f"default_lg_{uid}", "c")
+    _write_log(os.path.join(d, "0.log"), [b"2026-01-01T00:00:00Z stdout F current-1\n",
+                                          b"2026-01-01T00:00:01Z stderr F current-2\n"])
+    r = await tc.get("/containerLogs/default/lg/c?tailLines=1", headers=auth)
+    assert r.status == 200 and await r.text() == "current-2\n"
+    r = await tc.get("/containerLogs/default/lg/c?previous=true", headers=auth)
+    assert r.status == 400 and "previous terminated container" in await r.text()
+    assert (await tc.get("/containerLogs/default/lg/nope", headers=auth)).status == 400
+    assert (await tc.get("/containerLogs/default/nope/c", headers=auth)).status == 404
+    h.runtime.exec_results[("id",)] = ExecResult(3, b"out\n", b"err\n")
+    r = await tc.post("/exec/default/lg/c?command=id", headers=auth)
+    assert r.status == 200 and r.headers["X-Exit-Code"] == "3" and await r.text() == "out\nerr\n"
+
+
+async def test_deleted_node_is_registered_again(tmp_path: Any) -> None:
+    client, clock, m = _mgr(str(tmp_path), [(True, "")], pod_cidr="10.244.3.0/24")
+    await m.register()
+    await client.delete(NODES, "n1")
+    clock.advance(400)
+    assert await m.update_status()
+    node = await client.get(NODES, "n1")
+    assert node["spec"]["podCIDR"] == "10.244.3.0/24" and node["status"]["conditions"]
