@@ -18,7 +18,7 @@ from nodeagent.client.errors import Conflict, NotFound
 from nodeagent.client.events import EventRecorder
 from nodeagent.client.informer import Informer
 from nodeagent.client.workqueue import ShutDown, WorkQueue
-from nodeagent.controllers.clock import Clock, RealClock
+from nodeagent.clock import Clock, RealClock
 from nodeagent.controllers.metrics import Metrics
 
 log = logging.getLogger(__name__)

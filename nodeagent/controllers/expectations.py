@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nodeagent.controllers.clock import Clock
+from nodeagent.clock import Clock
 
 EXPECTATIONS_TIMEOUT = 300.0
 

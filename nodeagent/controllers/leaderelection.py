@@ -17,7 +17,7 @@ from typing import Any
 
 from nodeagent.api.kinds import LEASES
 from nodeagent.client.errors import AlreadyExists, ApiError, Conflict, NotFound
-from nodeagent.controllers.clock import Clock, RealClock
+from nodeagent.clock import Clock, RealClock
 from nodeagent.controllers.objects import deep, micro_time
 
 log = logging.getLogger(__name__)

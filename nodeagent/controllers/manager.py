@@ -8,8 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from nodeagent.clock import Clock, RealClock
 from nodeagent.controllers.base import Context, Controller, Options, SharedInformers
-from nodeagent.controllers.clock import Clock, RealClock
 from nodeagent.controllers.metrics import Metrics
 
 log = logging.getLogger(__name__)

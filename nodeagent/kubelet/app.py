@@ -8,7 +8,7 @@ import logging
 import signal
 from typing import Any
 
-from nodeagent.kubelet.clock import RealClock
+from nodeagent.clock import RealClock
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.instrumented import InstrumentedRuntime
 from nodeagent.kubelet.kubelet import Kubelet

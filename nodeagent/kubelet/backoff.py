@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nodeagent.kubelet.clock import Clock
+from nodeagent.clock import Clock
 
 
 @dataclass

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeagent.api.kinds import CONFIGMAPS, PODS, SECRETS, SERVICES
+from nodeagent.clock import Clock, RealClock
 from nodeagent.kubelet import probes as probes_mod
 from nodeagent.kubelet.actions import PodActions, compute_pod_actions
 from nodeagent.kubelet.backoff import Backoff
-from nodeagent.kubelet.clock import Clock, RealClock
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.dns import pod_dns_config, read_host_resolv_conf
 from nodeagent.kubelet.env import ContainerConfigError, make_environment, service_environment

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from nodeagent.api.kinds import LEASES, NODES
-from nodeagent.kubelet.clock import Clock
+from nodeagent.clock import Clock
 from nodeagent.kubelet.config import KubeletConfig
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from nodeagent.kubelet.clock import Clock
+from nodeagent.clock import Clock
 from nodeagent.kubelet.model import ContainerState, PodRuntimeStatus, SandboxState
 from nodeagent.kubelet.podstatus import get_pod_status
 from nodeagent.kubelet.runtime_service import RuntimeService

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodeagent import netns
-from nodeagent.kubelet.clock import Clock
+from nodeagent.clock import Clock
 from nodeagent.kubelet.runtime_service import RuntimeService
 
 log = logging.getLogger(__name__)

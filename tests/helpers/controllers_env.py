@@ -9,8 +9,8 @@ from typing import Any
 
 from nodeagent.api.kinds import PODS, Kind
 from nodeagent.client.fake import FakeClient
+from nodeagent.clock import FakeClock
 from nodeagent.controllers.base import Context, Controller, Options, SharedInformers
-from nodeagent.controllers.clock import FakeClock
 from nodeagent.controllers.objects import rfc3339
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from nodeagent.api.kinds import EVENTS, PODS
 from nodeagent.client.fake import FakeClient
-from nodeagent.kubelet.clock import FakeClock
+from nodeagent.clock import FakeClock
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.kubelet import Kubelet
 from tests.helpers.kubelet_fake_cri import FakeRuntime

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from nodeagent.kubelet.clock import Clock, FakeClock
+from nodeagent.clock import Clock, FakeClock
 from nodeagent.kubelet.model import (
     Container,
     ContainerOptions,

@@ -7,7 +7,7 @@ import pytest
 from nodeagent.api.kinds import LEASES
 from nodeagent.client.errors import Conflict
 from nodeagent.client.fake import FakeClient
-from nodeagent.controllers.clock import FakeClock
+from nodeagent.clock import FakeClock
 from nodeagent.controllers.leaderelection import LeaderElectionConfig, LeaderElector
 
 
@@ -20,14 +20,14 @@ async def test_one_leader_then_takeover_after_lease_duration() -> None:
     a, b = elector(client, clock, "a"), elector(client, clock, "b")
     assert await a.try_acquire_or_renew()
     assert not await b.try_acquire_or_renew()
-    clock.step(10)
+    clock.advance(10)
     assert await a.try_acquire_or_renew()  # renewal
-    clock.step(10)
+    clock.advance(10)
     assert not await b.try_acquire_or_renew()  # b saw the renewal 10 s ago: still held
     (lease,) = client.objects(LEASES)
     assert lease["metadata"]["namespace"] == "kube-system" and lease["metadata"]["name"] == "nodeagent-controllers"
     assert lease["spec"]["holderIdentity"] == "a" and lease["spec"]["leaseDurationSeconds"] == 15
-    clock.step(16)  # a died: no renewal for longer than the lease duration
+    clock.advance(16)  # a died: no renewal for longer than the lease duration
     assert await b.try_acquire_or_renew()
     (lease,) = client.objects(LEASES)
     assert lease["spec"]["holderIdentity"] == "b" and lease["spec"]["leaseTransitions"] == 1
@@ -47,7 +47,7 @@ async def test_conflicting_writers_cannot_both_win() -> None:
     client, clock = FakeClient(), FakeClock()
     a, b = elector(client, clock, "a"), elector(client, clock, "b")
     await a.try_acquire_or_renew()
-    clock.step(20)
+    clock.advance(20)
     # both see an expired lease; the second write carries a stale resourceVersion and loses
     lease = await client.get(LEASES, "nodeagent-controllers", "kube-system")
     a_body = a._lease_body(lease, clock.now())

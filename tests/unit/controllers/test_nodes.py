@@ -83,7 +83,7 @@ async def test_lease_expiry_marks_unknown_taints_and_evicts(life: Env) -> None:
     await renew(env, "n2")
     await env.settle()
     for _ in range(5):  # n2 keeps renewing, n1 stops
-        env.clock.step(10)
+        env.clock.advance(10)
         await renew(env, "n2")
         await env.settle()
         await ctrl.monitor_once()
@@ -99,13 +99,13 @@ async def test_lease_expiry_marks_unknown_taints_and_evicts(life: Env) -> None:
     # the default toleration (30 s here) keeps pods for a while ...
     await ctrl.evict_once()
     assert {p["metadata"]["name"] for p in env.objects(PODS)} == {"victim", "patient", "forever"}
-    env.clock.step(31)
+    env.clock.advance(31)
     await ctrl.evict_once()
     await env.settle()
     left = {p["metadata"]["name"]: p for p in env.objects(PODS)}
     assert "victim" not in left or left["victim"]["metadata"].get("deletionTimestamp")
     assert not left["patient"]["metadata"].get("deletionTimestamp")
-    env.clock.step(100)
+    env.clock.advance(100)
     await ctrl.evict_once()
     left = {p["metadata"]["name"]: p for p in env.objects(PODS)}
     assert "patient" not in left or left["patient"]["metadata"].get("deletionTimestamp")
@@ -153,7 +153,7 @@ async def test_podgc_force_deletes_pods_of_deleted_nodes() -> None:
     try:
         await env.start()
         assert await gc.gc_once() == 0  # quarantine: the node may just be appearing
-        env.clock.step(41)
+        env.clock.advance(41)
         assert await gc.gc_once() == 1
         assert {p["metadata"]["name"] for p in env.objects(PODS)} == {"kept", "pending"}
         d = [a for a in env.client.actions if a.verb == "delete"][0]

@@ -106,7 +106,7 @@ async def test_min_ready_seconds_delays_availability(env: Env) -> None:
     await env.settle()
     st = rs_status(env, "web")
     assert st["readyReplicas"] == 1 and st["availableReplicas"] == 0
-    env.clock.step(31)
+    env.clock.advance(31)
     cur = next(r for r in env.objects(REPLICASETS) if r["metadata"]["name"] == "web")
     env.controllers[0].enqueue(cur)
     await env.settle()

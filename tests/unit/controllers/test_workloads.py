@@ -111,11 +111,11 @@ async def test_job_backoff_limit_fails_the_job() -> None:
         await finish_pods(env, "Failed")
         await env.settle()
         assert len(env.objects(PODS)) == 1  # the replacement waits out the 10 s backoff
-        env.clock.step(9)
+        env.clock.advance(9)
         env.controllers[0].queue.add("default/pi")
         await env.settle()
         assert len(env.objects(PODS)) == 1
-        env.clock.step(2)
+        env.clock.advance(2)
         env.controllers[0].queue.add("default/pi")
         await env.settle()
         assert len(env.objects(PODS)) == 2
@@ -138,14 +138,14 @@ async def test_job_active_deadline_and_ttl_after_finished() -> None:
         await env.client.create(JOBS, job(activeDeadlineSeconds=30, ttlSecondsAfterFinished=60))
         await env.settle()
         assert len(env.objects(PODS)) == 1
-        env.clock.step(31)
+        env.clock.advance(31)
         env.controllers[0].queue.add("default/pi")
         await env.settle()
         j = env.objects(JOBS)[0]
         cond = j["status"]["conditions"][0]
         assert (cond["type"], cond["reason"]) == ("Failed", "DeadlineExceeded")
         assert live(env) == []  # its running pod was deleted
-        env.clock.step(61)
+        env.clock.advance(61)
         env.controllers[0].queue.add("default/pi")
         await env.settle()
         assert env.objects(JOBS) == []

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from nodeagent.api.kinds import LEASES, NODES
 from nodeagent.client.fake import FakeClient
-from nodeagent.kubelet.clock import FakeClock
+from nodeagent.clock import FakeClock
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.model import ExecResult
 from nodeagent.kubelet.node import NodeStatusManager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeagent.kubelet.clock import FakeClock
+from nodeagent.clock import FakeClock
 from nodeagent.kubelet.model import ContainerOptions, SandboxOptions
 from nodeagent.kubelet.pleg import EventType, GenericPLEG, PodLifecycleEvent
 from tests.helpers.kubelet_fake_cri import FakeRuntime

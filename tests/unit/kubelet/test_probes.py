@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from nodeagent.kubelet.clock import FakeClock
+from nodeagent.clock import FakeClock
 from nodeagent.kubelet.model import ExecResult
 from nodeagent.kubelet.probes import LIVENESS, READINESS, STARTUP, ProbeManager, ProbeTarget, run_probe
 from tests.helpers.kubelet_fake_cri import FakeRuntime

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodeagent.clock import FakeClock
 from nodeagent.kubelet.backoff import Backoff
-from nodeagent.kubelet.clock import FakeClock
 from nodeagent.kubelet.dns import DNSConfig, parse_resolv_conf, pod_dns_config
 from nodeagent.kubelet.logs import _tail_start, parse_cri_line, render
 from nodeagent.kubelet.model import Container, ContainerState, PodRuntimeStatus, Sandbox, SandboxState

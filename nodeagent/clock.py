@@ -1,5 +1,6 @@
-"""Time as the loops see it: injected so unit tests drive lease expiry and eviction deadlines with a
-fake clock instead of sleeping (ARCHITECTURE.md practice 11)."""
+"""Time as the loops see it, injected so that unit tests drive lease expiry, eviction deadlines,
+PLEG relists, probe periods and back-off with a fake clock instead of sleeping
+(ARCHITECTURE.md practice 11). A shared leaf module, like nodeagent.netns."""
 
 from __future__ import annotations
 
@@ -25,5 +26,5 @@ class FakeClock:
     def now(self) -> float:
         return self.t
 
-    def step(self, seconds: float) -> None:
+    def advance(self, seconds: float) -> None:
         self.t += seconds
