@@ -14,6 +14,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from nodeagent.api.quantity import parse_quantity
+
 # (kind "configmap"|"secret", namespace, name) -> the object, or None when it does not exist
 ObjectGetter = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]
 
@@ -45,18 +47,6 @@ def field_ref_value(pod: dict[str, Any], path: str, pod_ip: str, host_ip: str, n
     if m:
         return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
     raise ContainerConfigError(f"unsupported fieldRef fieldPath {path!r}")
-
-
-_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9,
-           "T": 10**12, "m": 1e-3}
-
-
-def parse_quantity(q: str | int | float) -> float:
-    s = str(q).strip()
-    for suf in sorted(_SUFFIX, key=len, reverse=True):
-        if s.endswith(suf):
-            return float(s[: -len(suf)]) * _SUFFIX[suf]
-    return float(s)
 
 
 def resource_field_value(container: dict[str, Any], ref: dict[str, Any], node_alloc: dict[str, str]) -> str:

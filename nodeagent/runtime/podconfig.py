@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from nodeagent.api.quantity import int_value, milli_value
 from nodeagent.runtime.cri import api_pb2 as pb
 
 # Labels and annotations the kubelet puts on sandboxes and containers (k8s.io/kubelet/pkg/types
@@ -48,40 +47,14 @@ _HOSTNAME_MAX = 63
 
 # ---------------------------------------------------------------------------- quantities
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-_SUFFIXES: dict[str, Decimal] = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-    "P": Decimal("1e15"), "E": Decimal("1e18"),
-    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50), "Ei": Decimal(2**60),
-}
-
-
-def parse_quantity(q: str | int | float) -> Decimal:
-    """A Kubernetes resource.Quantity ("500m", "1.5", "128Mi", "1e3", "2G") as a Decimal."""
-    if isinstance(q, int | float):
-        return Decimal(str(q))
-    m = _QUANTITY.match(q.strip())
-    if not m or m.group(2) not in _SUFFIXES:
-        raise ValueError(f"invalid resource quantity {q!r}")
-    # an exponent form ("1e3") has no suffix; "1E" would be exa, caught by the regexp's order
-    try:
-        return Decimal(m.group(1)) * _SUFFIXES[m.group(2)]
-    except InvalidOperation:
-        raise ValueError(f"invalid resource quantity {q!r}") from None
-
-
 def parse_cpu(q: str | int | float) -> int:
     """CPU quantity in millicores, rounded up as Quantity.MilliValue() does."""
-    milli = parse_quantity(q) * 1000
-    return int(milli.to_integral_value(rounding="ROUND_CEILING"))
+    return milli_value(q)
 
 
 def parse_memory(q: str | int | float) -> int:
     """Memory quantity in bytes, rounded up as Quantity.Value() does."""
-    return int(parse_quantity(q).to_integral_value(rounding="ROUND_CEILING"))
+    return int_value(q)
 
 
 def milli_cpu_to_shares(milli_cpu: int) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
-from nodeagent.controllers.quantity import int_value, milli_value, resource_value
+from nodeagent.api.quantity import int_value, milli_value, parse_quantity, resource_value
 
 
 def test_cpu_and_memory_units() -> None:
@@ -21,3 +23,13 @@ def test_cpu_and_memory_units() -> None:
 def test_bad_quantity_names_the_value() -> None:
     with pytest.raises(ValueError, match="'12XB'"):
         int_value("12XB")
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "1Xi", "12 Mi", "--1"])
+def test_parse_quantity_rejects_garbage(bad: str) -> None:
+    with pytest.raises(ValueError, match="quantity"):
+        parse_quantity(bad)
+
+
+def test_parse_quantity_exact() -> None:
+    assert parse_quantity("1.5Gi") == Decimal(3 * 2**29)

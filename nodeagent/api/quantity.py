@@ -1,7 +1,9 @@
 """Resource quantities ("100m", "128Mi", "1.5", "2e3") as upstream's resource.Quantity parses them.
 
-The scheduler compares requests with allocatable in integer units: milli-cores for cpu, bytes for
-everything else (k8s.io/apimachinery/pkg/api/resource/quantity.go suffixes).
+An API value type shared by everyone who reads resources: the scheduler compares requests with
+allocatable, the runtime turns limits into cgroup values, the kubelet resolves resourceFieldRef.
+Integer units: milli-cores for cpu, bytes for everything else
+(k8s.io/apimachinery/pkg/api/resource/quantity.go suffixes).
 """
 
 from __future__ import annotations
