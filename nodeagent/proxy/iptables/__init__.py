@@ -1,0 +1,1 @@
+"""The iptables back end: chain names, the executor interface (real and fake), the renderer."""

@@ -1,0 +1,71 @@
+"""Prometheus metrics with upstream kube-proxy's names (pkg/proxy/metrics/metrics.go), and the
+health verdict served on /healthz (pkg/proxy/healthcheck/proxy_health.go): unhealthy when a change
+has waited longer than the timeout without a successful sync, or no sync ever succeeded in that time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# upstream: exponential buckets from 1 ms, factor 2, 15 buckets
+SYNC_BUCKETS = tuple(0.001 * 2**i for i in range(15))
+# upstream network programming: 0.25 s steps up to 1 min, then coarser
+NETPROG_BUCKETS = tuple([0.25 * i for i in range(1, 241, 4)] + [120.0, 180.0, 300.0, 600.0])
+
+
+class ProxyMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.sync_duration = Histogram(
+            "kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds",
+            buckets=SYNC_BUCKETS, registry=r)
+        self.full_sync_duration = Histogram(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds for full resyncs",
+            buckets=SYNC_BUCKETS, registry=r)
+        self.partial_sync_duration = Histogram(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs", buckets=SYNC_BUCKETS, registry=r)
+        self.network_programming = Histogram(
+            "kubeproxy_network_programming_duration_seconds", "In Cluster Network Programming Latency in seconds",
+            buckets=NETPROG_BUCKETS, registry=r)
+        self.last_timestamp = Gauge(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "The last time proxy rules were successfully synced",
+            registry=r)
+        self.last_queued = Gauge(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued", registry=r)
+        self.sync_failures = Counter(
+            "kubeproxy_sync_proxy_rules_failures", "Number of failed proxy rule syncs", registry=r)
+        self.services = Gauge("kubeproxy_sync_proxy_rules_services", "Service ports programmed", registry=r)
+        self.endpoints = Gauge("kubeproxy_sync_proxy_rules_endpoints", "Endpoints programmed", registry=r)
+
+
+class Health:
+    """The /healthz verdict. `clock` is wall time (the timestamps are reported)."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.time) -> None:
+        self.timeout = timeout
+        self.clock = clock
+        self.started = clock()
+        self.last_updated: float | None = None
+        self.oldest_pending: float | None = None
+
+    def queued(self) -> None:
+        if self.oldest_pending is None:
+            self.oldest_pending = self.clock()
+
+    def updated(self) -> None:
+        self.last_updated = self.clock()
+        self.oldest_pending = None
+
+    def healthy(self) -> bool:
+        now = self.clock()
+        if self.last_updated is None:
+            return now - self.started <= self.timeout
+        if self.oldest_pending is not None and now - self.oldest_pending > self.timeout:
+            return False
+        return True
