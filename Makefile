@@ -25,6 +25,7 @@ e2e: setup
 
 lint: setup
 	.venv/bin/ruff check nodeagent tests benchmarks
+	.venv/bin/mypy nodeagent
 	.venv/bin/lint-imports
 
 bench: setup
