@@ -16,6 +16,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# kubectl is not in Debian 12's archive: it comes with this project's machine image (package
+# kubectl) or from the Kubernetes apt repository (vagrant/provision.sh adds it). The demo and the
+# tests drive the cluster with the real kubectl, so say clearly what is missing.
+if ! command -v kubectl >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q kubectl >/dev/null 2>&1 || true
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "setup: kubectl not found and no apt source provides it; install kubectl 1.32" \
+       "(e.g. from pkgs.k8s.io as vagrant/provision.sh does) and run again" >&2
+  exit 1
+fi
 # The apt containerd package may start a host containerd where an init system runs; nodeagent runs
 # its own managed containerd per node and leaves the host's alone.
 

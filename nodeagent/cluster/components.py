@@ -1,0 +1,123 @@
+"""The command lines of every process of a local cluster (flags as in docs/components.md). Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nodeagent.cluster.topology import (
+    API_PORT,
+    CLUSTER_CIDR,
+    CLUSTER_DNS,
+    CONTROL_PLANE_IP,
+    SERVICE_CIDR,
+    ClusterPlan,
+    Member,
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Knobs of `cluster up` that tests shorten (seed 001: 40 s grace, 5 min to move pods)."""
+
+    node_monitor_grace_period: int = 40
+    default_toleration_seconds: int = 300
+    proxy_mode: str = "iptables"
+    cni_backend: str = "host-gw"
+    extra: dict[str, list[str]] = field(default_factory=dict)  # component -> extra flags
+
+    @property
+    def heartbeat_period(self) -> float:
+        """The kubelet's status/lease period: upstream's 10 s, shortened so that a short grace
+        period still sees a few heartbeats (upstream sizes grace to 4+ heartbeats as well)."""
+        return max(1.0, min(10.0, self.node_monitor_grace_period / 4))
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str        # "apiserver", "kubelet", ...
+    member: Member
+    args: list[str]  # after `nodeagent`
+
+    @property
+    def id(self) -> str:
+        """unique in the cluster: pid file and log file stem"""
+        return f"{self.member.name}-{self.name}"
+
+    def pid_file(self, plan: ClusterPlan) -> Path:
+        return plan.run_dir / f"{self.id}.pid"
+
+    def log_file(self, plan: ClusterPlan) -> Path:
+        return plan.log_dir / f"{self.id}.log"
+
+
+def apiserver_data_dir(plan: ClusterPlan) -> Path:
+    return plan.control_plane.data_dir / "apiserver"
+
+
+def node_kubeconfig(plan: ClusterPlan, m: Member) -> Path:
+    return m.data_dir / "kubeconfig"
+
+
+def apiserver(plan: ClusterPlan, opts: Options) -> Component:
+    cp = plan.control_plane
+    return Component("apiserver", cp, [
+        "apiserver", "--data-dir", str(apiserver_data_dir(plan)),
+        "--bind-address", "0.0.0.0", "--port", str(API_PORT),
+        "--advertise-address", CONTROL_PLANE_IP,
+        # the host reaches it through the loopback forwarder
+        "--tls-san", "127.0.0.1", "--tls-san", "localhost",
+        "--service-cluster-ip-range", SERVICE_CIDR,
+        *opts.extra.get("apiserver", []),
+    ])
+
+
+def control_plane(plan: ClusterPlan, opts: Options) -> list[Component]:
+    """What runs in the cp namespace after the apiserver answers."""
+    cp = plan.control_plane
+    kc = str(plan.internal_kubeconfig)
+    return [
+        Component("controllers", cp, [
+            "controllers", "--kubeconfig", kc, "--cluster-cidr", CLUSTER_CIDR, "--no-leader-elect",
+            "--node-monitor-grace-period", str(opts.node_monitor_grace_period),
+            "--default-toleration-seconds", str(opts.default_toleration_seconds),
+            *opts.extra.get("controllers", []),
+        ]),
+        Component("dns", cp, [
+            "dns", "--kubeconfig", kc, "--bind", "0.0.0.0", "--port", "53",
+            "--advertise-address", CONTROL_PLANE_IP, "--service-ip", CLUSTER_DNS,
+            *opts.extra.get("dns", []),
+        ]),
+    ]
+
+
+def node(plan: ClusterPlan, m: Member, opts: Options) -> list[Component]:
+    """A node's processes, in start order: the CNI daemon must serve its socket before the kubelet's
+    containerd runs a sandbox."""
+    kc = str(node_kubeconfig(plan, m))
+    d = m.data_dir
+    return [
+        Component("cni-daemon", m, [
+            "cni-daemon", "--kubeconfig", kc, "--node-name", m.name, "--data-dir", str(d),
+            "--backend", opts.cni_backend, "--cluster-cidr", CLUSTER_CIDR, *opts.extra.get("cni-daemon", []),
+        ]),
+        Component("kubelet", m, [
+            "kubelet", "--kubeconfig", kc, "--node-name", m.name, "--data-dir", str(d),
+            "--node-ip", m.ip, "--cluster-dns", CLUSTER_DNS,
+            "--cni-bin-dir", str(d / "cni" / "bin"), "--cni-conf-dir", str(d / "cni" / "net.d"),
+            "--node-status-update-frequency", f"{opts.heartbeat_period:g}",
+            "--node-lease-renew-interval", f"{opts.heartbeat_period:g}",
+            *opts.extra.get("kubelet", []),
+        ]),
+        Component("proxy", m, [
+            "proxy", "--kubeconfig", kc, "--node-name", m.name, "--mode", opts.proxy_mode,
+            "--cluster-cidr", CLUSTER_CIDR, *opts.extra.get("proxy", []),
+        ]),
+    ]
+
+
+def all_components(plan: ClusterPlan, opts: Options) -> list[Component]:
+    out = [apiserver(plan, opts), *control_plane(plan, opts)]
+    for m in plan.node_members:
+        out.extend(node(plan, m, opts))
+    return out

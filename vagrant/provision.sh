@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Provision one VM: install nodeagent the README's way (make setup) and run `nodeagent up` under systemd.
+#   provision.sh server SERVER_IP agent1,agent2
+#   provision.sh agent  AGENT_IP  SERVER_IP
+set -euo pipefail
+role=$1 ip=$2 extra=$3
+src=/vagrant dst=/opt/nodeagent
+# Agents join with a node kubeconfig the server writes (`nodeagent up --join NAME,...`) and serves on
+# the host-only network (nodeagent-join.service, port 8099): a lab convenience, not for production.
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q && apt-get install -y -q --no-install-recommends make rsync python3-venv curl
+# kubectl is not in Debian 12's archive: take it from the Kubernetes project's apt repository
+if ! command -v kubectl >/dev/null; then
+  apt-get install -y -q --no-install-recommends gpg ca-certificates
+  mkdir -p /etc/apt/keyrings
+  curl -fsSL https://pkgs.k8s.io/core:/stable:/v1.32/deb/Release.key |
+    gpg --dearmor --yes -o /etc/apt/keyrings/kubernetes-apt-keyring.gpg
+  echo 'deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] https://pkgs.k8s.io/core:/stable:/v1.32/deb/ /' \
+    >/etc/apt/sources.list.d/kubernetes.list
+  apt-get update -q && apt-get install -y -q kubectl
+fi
+mkdir -p "$dst"
+rsync -a --delete --exclude .venv --exclude build --exclude .git "$src"/ "$dst"/
+make -C "$dst" setup
+
+mkdir -p /etc/nodeagent
+if [ "$role" = server ]; then
+  cat >/etc/nodeagent/nodeagent.env <<ENV
+NODEAGENT_ARGS=--node-ip $ip --join $extra
+ENV
+  install -m 0644 "$dst/vagrant/systemd/nodeagent-server.service" /etc/systemd/system/nodeagent.service
+  install -m 0644 "$dst/vagrant/systemd/nodeagent-join.service" /etc/systemd/system/nodeagent-join.service
+  systemctl daemon-reload
+  systemctl enable --now nodeagent.service nodeagent-join.service
+  mkdir -p /root/.kube && ln -sf /var/lib/nodeagent/host/admin.kubeconfig /root/.kube/config
+else
+  # wait for the server's join kubeconfig for this host, served by nodeagent-join on the server
+  name=$(hostname -s)
+  for _ in $(seq 1 120); do
+    if curl -fsS "http://$extra:8099/$name.kubeconfig" -o /etc/nodeagent/node.kubeconfig.tmp; then
+      mv /etc/nodeagent/node.kubeconfig.tmp /etc/nodeagent/node.kubeconfig; break
+    fi
+    sleep 5
+  done
+  [ -s /etc/nodeagent/node.kubeconfig ] || { echo "no join kubeconfig from $extra" >&2; exit 1; }
+  chmod 600 /etc/nodeagent/node.kubeconfig
+  cat >/etc/nodeagent/nodeagent.env <<ENV
+NODEAGENT_ARGS=--node-ip $ip --kubeconfig /etc/nodeagent/node.kubeconfig
+ENV
+  install -m 0644 "$dst/vagrant/systemd/nodeagent-agent.service" /etc/systemd/system/nodeagent.service
+  systemctl daemon-reload
+  systemctl enable --now nodeagent.service
+fi
+echo "provision: $role $ip done"
