@@ -1,3 +1,5 @@
-from nodeagent.cli import main
 import sys
+
+from nodeagent.cli import main
+
 sys.exit(main())

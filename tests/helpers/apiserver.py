@@ -66,7 +66,7 @@ def _spawn(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait_ready(server: ApiServerProcess, timeout: float = 30.0) -> None:
+def _wait_ready(server: ApiServerProcess, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     ca = server.data_dir / "pki" / "ca.crt"
     while time.monotonic() < deadline:

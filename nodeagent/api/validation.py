@@ -1,0 +1,164 @@
+"""Name and metadata validation (k8s.io/apimachinery/pkg/util/validation, apis/meta/v1/validation)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+Cause = tuple[str, str, str]  # (field, reason type, message)
+
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*"
+_DNS1035_LABEL = r"[a-z]([-a-z0-9]*[a-z0-9])?"
+_LABEL_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_LABEL_VALUE = rf"({_LABEL_NAME})?"
+
+_RE_LABEL = re.compile(f"^{_DNS1123_LABEL}$")
+_RE_SUBDOMAIN = re.compile(f"^{_DNS1123_SUBDOMAIN}$")
+_RE_1035 = re.compile(f"^{_DNS1035_LABEL}$")
+_RE_LNAME = re.compile(f"^{_LABEL_NAME}$")
+_RE_LVALUE = re.compile(f"^{_LABEL_VALUE}$")
+
+SUBDOMAIN, LABEL, LABEL1035, PATH_SEGMENT = "subdomain", "label", "label1035", "segment"
+
+
+def dns1123_label_errors(v: str) -> list[str]:
+    errs = []
+    if len(v) > 63:
+        errs.append("must be no more than 63 characters")
+    if not _RE_LABEL.match(v):
+        errs.append("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+                    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+                    f"regex used for validation is '{_DNS1123_LABEL}')")
+    return errs
+
+
+def dns1123_subdomain_errors(v: str) -> list[str]:
+    errs = []
+    if len(v) > 253:
+        errs.append("must be no more than 253 characters")
+    if not _RE_SUBDOMAIN.match(v):
+        errs.append("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+                    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
+                    f"used for validation is '{_DNS1123_SUBDOMAIN}')")
+    return errs
+
+
+def dns1035_label_errors(v: str) -> list[str]:
+    errs = []
+    if len(v) > 63:
+        errs.append("must be no more than 63 characters")
+    if not _RE_1035.match(v):
+        errs.append("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+                    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+                    f"'abc-123', regex used for validation is '{_DNS1035_LABEL}')")
+    return errs
+
+
+def path_segment_errors(v: str) -> list[str]:
+    if v in (".", ".."):
+        return [f"may not be '{v}'"]
+    for bad in ("/", "%"):
+        if bad in v:
+            return [f"may not contain '{bad}'"]
+    return []
+
+
+def name_errors(rule: str, v: str) -> list[str]:
+    if rule == LABEL:
+        return dns1123_label_errors(v)
+    if rule == LABEL1035:
+        return dns1035_label_errors(v)
+    if rule == PATH_SEGMENT:
+        return path_segment_errors(v)
+    return dns1123_subdomain_errors(v)
+
+
+def qualified_name_errors(key: str) -> list[str]:
+    """Label/annotation keys: [prefix/]name, prefix a DNS subdomain, name <= 63."""
+    parts = key.split("/")
+    if len(parts) > 2 or not parts[-1]:
+        return ["a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must "
+                "start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/'"]
+    errs: list[str] = []
+    if len(parts) == 2:
+        errs += [f"prefix part {e}" for e in dns1123_subdomain_errors(parts[0])]
+    name = parts[-1]
+    if len(name) > 63:
+        errs.append("name part must be no more than 63 characters")
+    if not _RE_LNAME.match(name):
+        errs.append("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+                    f"end with an alphanumeric character (regex used for validation is '{_LABEL_NAME}')")
+    return errs
+
+
+def label_value_errors(v: str) -> list[str]:
+    errs = []
+    if len(v) > 63:
+        errs.append("must be no more than 63 characters")
+    if not _RE_LVALUE.match(v):
+        errs.append("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+                    f"'.', and must start and end with an alphanumeric character (regex used for validation is "
+                    f"'{_LABEL_VALUE}')")
+    return errs
+
+
+def validate_metadata(meta: Any, name_rule: str) -> list[Cause]:
+    causes: list[Cause] = []
+    if not isinstance(meta, dict):
+        return [("metadata", "FieldValueInvalid", "Invalid value: must be an object")]
+    name = meta.get("name")
+    if not isinstance(name, str):
+        causes.append(("metadata.name", "FieldValueInvalid", "Invalid value: must be a string"))
+    elif not name:
+        causes.append(("metadata.name", "FieldValueRequired", "Required value: name or generateName is required"))
+    else:
+        causes += [("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {e}')
+                   for e in name_errors(name_rule, name)]
+    labels = meta.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict):
+            causes.append(("metadata.labels", "FieldValueInvalid", "Invalid value: must be a map of strings"))
+        else:
+            for k, v in labels.items():
+                if not isinstance(v, str):
+                    causes.append((f"metadata.labels[{k}]", "FieldValueInvalid", "Invalid value: must be a string"))
+                    continue
+                causes += [("metadata.labels", "FieldValueInvalid", f'Invalid value: "{k}": {e}')
+                           for e in qualified_name_errors(k)]
+                causes += [("metadata.labels", "FieldValueInvalid", f'Invalid value: "{v}": {e}')
+                           for e in label_value_errors(v)]
+    ann = meta.get("annotations")
+    if ann is not None:
+        if not isinstance(ann, dict) or not all(isinstance(v, str) for v in ann.values()):
+            causes.append(("metadata.annotations", "FieldValueInvalid", "Invalid value: must be a map of strings"))
+        else:
+            causes += [("metadata.annotations", "FieldValueInvalid", f'Invalid value: "{k}": {e}')
+                       for k in ann for e in qualified_name_errors(k)]
+            if sum(len(k) + len(v) for k, v in ann.items()) > 256 * 1024:
+                causes.append(("metadata.annotations", "FieldValueTooLong",
+                               "Too long: must have at most 262144 bytes"))
+    for fld in ("finalizers",):
+        v = meta.get(fld)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            causes.append((f"metadata.{fld}", "FieldValueInvalid", "Invalid value: must be a list of strings"))
+    refs = meta.get("ownerReferences")
+    if refs is not None:
+        if not isinstance(refs, list):
+            causes.append(("metadata.ownerReferences", "FieldValueInvalid", "Invalid value: must be a list"))
+        else:
+            controllers = 0
+            for i, r in enumerate(refs):
+                if not isinstance(r, dict):
+                    causes.append((f"metadata.ownerReferences[{i}]", "FieldValueInvalid", "must be an object"))
+                    continue
+                for req in ("apiVersion", "kind", "name", "uid"):
+                    if not r.get(req):
+                        causes.append((f"metadata.ownerReferences[{i}].{req}", "FieldValueRequired",
+                                       "Required value"))
+                if r.get("controller"):
+                    controllers += 1
+            if controllers > 1:
+                causes.append(("metadata.ownerReferences", "FieldValueInvalid",
+                               "Invalid value: only one reference can have Controller set to true"))
+    return causes
