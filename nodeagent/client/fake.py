@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeagent.api.kinds import KINDS, NAMESPACES, PODS, Kind
+from nodeagent.api.patch import PatchError, json_patch, merge_patch, strategic_merge
 from nodeagent.client.errors import (
     AlreadyExists,
     ApiError,
@@ -29,9 +30,8 @@ from nodeagent.client.errors import (
     status_body,
 )
 from nodeagent.client.events import now_rfc3339
-from nodeagent.client.patches import json_patch, merge_patch, strategic_merge_patch
 from nodeagent.client.rest import WatchEvent
-from nodeagent.client.selectors import labels_match, parse_field_selector, parse_label_selector
+from nodeagent.client.selectors import field_matcher, labels_match, parse_label_selector
 
 Obj = dict[str, Any]
 
@@ -223,7 +223,7 @@ class FakeClient:
         if isinstance(label_selector, dict):
             label_selector = ",".join(f"{k}={v}" for k, v in label_selector.items())
         w = _Watcher(kind, namespace if kind.namespaced else None, parse_label_selector(label_selector),
-                     parse_field_selector(field_selector))
+                     field_matcher(kind, field_selector))
         items = [copy.deepcopy(o) for (p, _, _), o in sorted(self._objects.items(), key=lambda kv: str(kv[0]))
                  if p == kind.plural and self._matches(w, o)]
         return {"apiVersion": kind.api_version, "kind": kind.list_kind,
@@ -280,10 +280,10 @@ class FakeClient:
             if patch_type == "json":
                 new = json_patch(cur, patch)
             elif patch_type == "strategic":
-                new = strategic_merge_patch(cur, patch)
+                new = strategic_merge(cur, patch)
             else:
                 new = merge_patch(cur, patch)
-        except (KeyError, IndexError, ValueError, TypeError) as e:
+        except (PatchError, KeyError, IndexError, ValueError, TypeError) as e:
             raise BadRequest(400, status_body(400, "BadRequest", f"patch failed: {e}")) from e
         rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
         if rv and rv != cur["metadata"]["resourceVersion"]:
@@ -345,7 +345,7 @@ class FakeClient:
         if isinstance(label_selector, dict):
             label_selector = ",".join(f"{k}={v}" for k, v in label_selector.items())
         w = _Watcher(kind, namespace if kind.namespaced else None, parse_label_selector(label_selector),
-                     parse_field_selector(field_selector))
+                     field_matcher(kind, field_selector))
         start = int(resource_version) if resource_version not in (None, "", "0") else None
         if start is not None and start < self._compacted:
             raise Expired(410, status_body(410, "Expired", f"too old resource version: {start} ({self._compacted})"))

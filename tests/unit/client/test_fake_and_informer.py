@@ -5,7 +5,6 @@ import pytest
 from nodeagent.api.kinds import PODS, SERVICES
 from nodeagent.client import AlreadyExists, Conflict, Expired, Informer, NotFound
 from nodeagent.client.fake import FakeClient
-from nodeagent.client.patches import json_patch, merge_patch, strategic_merge_patch
 
 
 def pod(name: str, **labels: str) -> dict:
@@ -89,12 +88,3 @@ async def test_informer_caches_and_relists_after_expiry() -> None:
     finally:
         inf.stop()
         task.cancel()
-
-
-def test_patches() -> None:
-    assert merge_patch({"a": 1, "b": {"c": 2}}, {"b": {"c": None, "d": 3}}) == {"a": 1, "b": {"d": 3}}
-    doc = {"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}]}}
-    out = strategic_merge_patch(doc, {"spec": {"containers": [{"name": "b", "image": "3"}]}})
-    assert {c["name"]: c["image"] for c in out["spec"]["containers"]} == {"a": "1", "b": "3"}
-    assert json_patch({"a": [1, 2]}, [{"op": "add", "path": "/a/-", "value": 3},
-                                      {"op": "replace", "path": "/a/0", "value": 0}]) == {"a": [0, 2, 3]}

@@ -1,8 +1,10 @@
 import pytest
 
+from nodeagent.api.kinds import EVENTS, PODS
 from nodeagent.client.selectors import (
+    SelectorError,
+    field_matcher,
     labels_match,
-    parse_field_selector,
     parse_label_selector,
     selector_from_dict,
 )
@@ -41,8 +43,11 @@ def test_selector_from_match_expressions() -> None:
 
 
 def test_field_selector() -> None:
-    match = parse_field_selector("spec.nodeName=n1,status.phase!=Failed")
+    match = field_matcher(PODS, "spec.nodeName=n1,status.phase!=Failed")
     assert match({"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}})
     assert not match({"spec": {"nodeName": "n2"}, "status": {"phase": "Running"}})
     assert not match({"spec": {"nodeName": "n1"}, "status": {"phase": "Failed"}})
-    assert parse_field_selector("spec.nodeName=")({"spec": {}})
+    assert field_matcher(PODS, "spec.nodeName=")({"spec": {}})
+    assert field_matcher(EVENTS, "involvedObject.uid=u")({"involvedObject": {"uid": "u"}})
+    with pytest.raises(SelectorError):
+        field_matcher(PODS, "spec.containers=x")  # as the apiserver: unsupported field
