@@ -24,6 +24,7 @@ from aiohttp import web
 from nodeagent.api import errors, kinds
 from nodeagent.api.errors import ApiError
 from nodeagent.api.kinds import Kind
+from nodeagent.httpsplice import splice_upgrade
 
 log = logging.getLogger(__name__)
 
@@ -69,34 +70,6 @@ def kubelet_address(node: dict[str, Any]) -> tuple[str, int]:
     endpoint = (status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}
     port = endpoint.get("Port") or DEFAULT_KUBELET_PORT
     return str(host), int(port)
-
-
-class _Hijacked(web.StreamResponse):
-    """Returned once the connection was taken over: aiohttp must not write anything more."""
-
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-
-class _Forward:
-    """Replaces aiohttp's payload parser after an upgrade: client bytes go to the kubelet."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-
-    def feed_data(self, data: bytes | bytearray | memoryview) -> tuple[bool, bytes]:
-        self.writer.write(bytes(data))
-        return False, b""
-
-    def feed_eof(self) -> None:
-        try:
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
-        except OSError:
-            pass
 
 
 async def proxy_to_kubelet(server: Any, request: web.Request, info: Any, kind: Kind, token: str) -> web.StreamResponse:
@@ -161,21 +134,7 @@ async def _splice(request: web.Request, host: str, port: int, path: str, query: 
     target = path + (f"?{urlencode(query)}" if query else "")
     head = [f"{request.method} {target} HTTP/1.1", f"Host: {host}:{port}", f"Authorization: Bearer {token}"]
     head += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS]
-    writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
-    transport = request.transport
-    if transport is None:
-        writer.close()
-        raise errors.bad_request("the client connection closed before the upgrade")
-    request.protocol.set_parser(_Forward(writer))  # type: ignore[arg-type]
     try:
-        while True:
-            data = await reader.read(65536)
-            if not data or transport.is_closing():
-                break
-            transport.write(data)
-    except (ConnectionResetError, OSError):
-        pass
-    finally:
-        writer.close()
-        transport.close()
-    return _Hijacked()
+        return await splice_upgrade(request, reader, writer, head)
+    except ConnectionError as e:
+        raise errors.bad_request(str(e)) from None

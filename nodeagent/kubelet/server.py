@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from nodeagent.httpsplice import splice_upgrade
 from nodeagent.kubelet.logs import LogOptions, log_files, read_logs
 from nodeagent.kubelet.model import ContainerState
 
@@ -73,34 +74,6 @@ def ensure_serving_cert(pki_dir: str, node_name: str, ips: list[str]) -> tuple[s
 
 def _flag(q: Any, name: str) -> bool:
     return str(q.get(name, "")).lower() in ("1", "true", "yes")
-
-
-class _Hijacked(web.StreamResponse):
-    """Returned after the connection was taken over: aiohttp must not write anything more."""
-
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-
-class _Forward:
-    """Stands in for aiohttp's payload parser after an upgrade: client bytes go to the runtime."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-
-    def feed_data(self, data: bytes | bytearray | memoryview) -> tuple[bool, bytes]:
-        self.writer.write(bytes(data))
-        return False, b""
-
-    def feed_eof(self) -> None:
-        try:
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
-        except OSError:
-            pass
 
 
 class KubeletServer:
@@ -293,20 +266,7 @@ class KubeletServer:
             if k.lower() in ("host", "authorization", "content-length", "transfer-encoding"):
                 continue
             head.append(f"{k}: {v}")
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
-        transport = request.transport
-        protocol = request.protocol
-        if transport is None:
-            writer.close()
-            raise web.HTTPBadRequest(text="connection closed\n")
-        protocol.set_parser(_Forward(writer))  # type: ignore[arg-type]
         try:
-            while True:
-                data = await reader.read(65536)
-                if not data or transport.is_closing():
-                    break
-                transport.write(data)
-        finally:
-            writer.close()
-            transport.close()
-        return _Hijacked()
+            return await splice_upgrade(request, reader, writer, head)
+        except ConnectionError:
+            raise web.HTTPBadRequest(text="connection closed\n") from None
