@@ -7,11 +7,14 @@ needs are built here from what the machine has:
                             compiled with `gcc -static`) as /pause, the entrypoint.
 - nodeagent.local/toolbox:1 Debian's /bin/busybox (package busybox-static) with a symlink per
                             applet (sh, httpd, nc, wget, ip, nslookup, sleep, cat, echo, ls, ps,
-                            hostname, env, ...), /bin/web and a default CMD of `sh`.
+                            hostname, env, ...), /bin/web, a wget wrapper (below) and a default
+                            CMD of `sh`.
 
   /bin/web [PORT]  writes the container's hostname (the pod's name) to /www/index.html and runs
                    `httpd -f -p PORT -h /www` in the foreground (PORT: $PORT or 80), so each
                    backend of a Service answers `GET /` with its own pod name.
+  wget             busybox wget, except that -T SECONDS is enforced with `timeout`: Debian's
+                   busybox-static 1.35 crashes on its own -T option.
 
 Every blob is content addressed and the layers are byte-for-byte reproducible (sorted entries,
 owner 0, mtime 0, gzip without a timestamp), so rebuilding unchanged inputs writes nothing and
@@ -67,6 +70,26 @@ port="${1:-${PORT:-80}}"
 mkdir -p /www
 hostname > /www/index.html
 exec httpd -f -p "$port" -h /www
+"""
+
+# Debian's busybox-static 1.35 wget crashes (SIGSEGV) while parsing its own -T option, which
+# `kubectl exec POD -- wget -T 2 ...` users reach for first; this wrapper takes -T N (or -TN,
+# --timeout=N) off the command line and enforces it with busybox's `timeout` instead.
+WGET_SCRIPT = """#!/bin/sh
+# nodeagent toolbox: busybox wget, with -T SECONDS enforced by `timeout` (see images.py).
+t=""
+n=$#
+while [ "$n" -gt 0 ]; do
+  a=$1; shift; n=$((n - 1))
+  case "$a" in
+    -T) t=$1; shift; n=$((n - 1)); continue ;;
+    -T*) t=${a#-T}; continue ;;
+    --timeout=*) t=${a#--timeout=}; continue ;;
+  esac
+  set -- "$@" "$a"
+done
+if [ -n "$t" ]; then exec timeout "$t" busybox wget "$@"; fi
+exec busybox wget "$@"
 """
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
@@ -311,6 +334,7 @@ def toolbox_spec(busybox: Path = BUSYBOX) -> ImageSpec:
         Entry("tmp", "dir", 0o1777), Entry("www", "dir"), Entry("var", "dir"),
         Entry("bin/busybox", "file", 0o755, data),
         Entry("bin/web", "file", 0o755, WEB_SCRIPT.encode()),
+        Entry("usr/bin/wget", "file", 0o755, WGET_SCRIPT.encode()),
         Entry("etc/passwd", "file", 0o644, PASSWD.encode()),
         Entry("etc/group", "file", 0o644, GROUP.encode()),
     ]

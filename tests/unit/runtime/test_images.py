@@ -70,7 +70,9 @@ def test_toolbox_image_layout(built: dict[str, images.BuiltImage]) -> None:
     with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
         members = {m.name: m for m in tar.getmembers()}
         web = tar.extractfile(members["bin/web"]).read().decode()  # type: ignore[union-attr]
-    for applet in ("bin/sh", "usr/sbin/httpd", "usr/bin/nc", "usr/bin/wget", "sbin/ip", "usr/bin/nslookup",
+        wget = tar.extractfile(members["usr/bin/wget"]).read().decode()  # type: ignore[union-attr]
+    assert 'exec timeout "$t" busybox wget' in wget and members["usr/bin/wget"].mode == 0o755
+    for applet in ("bin/sh", "usr/sbin/httpd", "usr/bin/nc", "sbin/ip", "usr/bin/nslookup",
                    "bin/sleep", "bin/cat", "bin/echo", "bin/ls", "bin/ps", "bin/hostname", "usr/bin/env"):
         assert members[applet].issym() and members[applet].linkname == "/bin/busybox", applet
     assert members["bin/busybox"].isfile() and members["bin/busybox"].mode == 0o755
