@@ -1,6 +1,13 @@
 """`nodeagent proxy`: kube-proxy. Run it inside the node's network namespace
 (`nsenter --net=/var/run/netns/NODE nodeagent proxy ...`): every rule it writes lands in the
-namespace it runs in."""
+namespace it runs in.
+
+iptables mode writes the LEGACY (x_tables) back end by default: it is the project's back end
+for KUBE-* chains (docs/components.md), and there a full sync is one atomic commit. The nft back
+end (--iptables-backend nft) makes one changed Service much cheaper at scale (x_tables rewrites the
+whole table on every commit), but loads a full sync in several transactions, because
+iptables-nft-restore 1.8.9 is quadratic in one input's size. Figures: benchmarks/proxy.py.
+--cleanup removes the rules of both back ends."""
 
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ from typing import Any
 log = logging.getLogger("nodeagent.proxy")
 
 MODES = ("iptables", "nftables", "ipvs")
+BACKENDS = ("legacy", "nft")  # = executor.BACKENDS (not imported here: the parser stays light)
+DEFAULT_BACKEND = "legacy"
 
 
 def register(subparsers: Any) -> None:
@@ -23,6 +32,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--kubeconfig", help="kubeconfig of this node (required unless --cleanup)")
     p.add_argument("--node-name", default=socket.gethostname(), help="this node's Node name (default: hostname)")
     p.add_argument("--mode", choices=MODES, default="iptables")
+    p.add_argument("--iptables-backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help="iptables mode's back end: legacy (x_tables; the default, as docs/components.md; full syncs "
+                        "atomic) or nft (nf_tables via iptables-nft-restore; partial syncs several times faster "
+                        "at 5k+ Services, full syncs split into several transactions)")
     p.add_argument("--cluster-cidr", default="10.244.0.0/16",
                    help="pod CIDR of the cluster; traffic to a Service from outside it is masqueraded ('' = none)")
     p.add_argument("--metrics-port", type=int, default=10249, help="0 = off")
@@ -36,18 +49,23 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=main)
 
 
-def cleanup_all(keep: str | None = None) -> list[str]:
-    """Remove what every mode (except `keep`) creates; returns the errors (empty when clean)."""
-    from nodeagent.proxy.iptables.executor import LegacyExecutor
+def cleanup_all(keep: str | None = None, iptables_backend: str = DEFAULT_BACKEND) -> list[str]:
+    """Remove what every mode (except `keep`) creates, in both iptables back ends (except the one
+    `keep` writes: `iptables_backend` for iptables mode, legacy for IPVS); returns the errors
+    (empty when clean)."""
+    from nodeagent.proxy.iptables.executor import make_executor
     from nodeagent.proxy.iptables.proxier import cleanup_iptables
     from nodeagent.proxy.nftables import cleanup_nftables
 
+    kept = {"iptables": iptables_backend, "ipvs": "legacy"}.get(keep or "")
     errors: list[str] = []
-    if keep not in ("iptables", "ipvs"):
+    for backend in BACKENDS:
+        if backend == kept:
+            continue
         try:
-            cleanup_iptables(LegacyExecutor())
+            cleanup_iptables(make_executor(backend))
         except Exception as e:  # report and go on: cleanup must do all it can
-            errors.append(f"iptables: {e}")
+            errors.append(f"iptables ({backend}): {e}")
     if keep != "nftables":
         try:
             cleanup_nftables()
@@ -79,13 +97,13 @@ def _cleanup_ipvs() -> None:
             ipr.link("del", index=idx[0])
 
 
-def build_backend(mode: str) -> Any:
-    from nodeagent.proxy.iptables.executor import LegacyExecutor
+def build_backend(mode: str, iptables_backend: str = DEFAULT_BACKEND) -> Any:
+    from nodeagent.proxy.iptables.executor import LegacyExecutor, make_executor
 
     if mode == "iptables":
         from nodeagent.proxy.iptables.proxier import IptablesBackend
 
-        return IptablesBackend(LegacyExecutor())
+        return IptablesBackend(make_executor(iptables_backend))
     if mode == "nftables":
         from nodeagent.proxy.nftables import NftablesBackend
 
@@ -115,8 +133,9 @@ async def main(args: argparse.Namespace) -> int:
     from nodeagent.proxy.metrics import Health, ProxyMetrics
     from nodeagent.proxy.proxier import Proxier
 
-    backend = build_backend(args.mode)
-    for err in await asyncio.to_thread(cleanup_all, args.mode):  # leftovers of another mode
+    backend = build_backend(args.mode, args.iptables_backend)
+    # leftovers of another mode or iptables back end (both would rewrite the same packets)
+    for err in await asyncio.to_thread(cleanup_all, args.mode, args.iptables_backend):
         log.warning("cleanup of other modes failed %s", err)
     metrics = ProxyMetrics()
     health = Health(timeout=2 * args.sync_period)
@@ -150,7 +169,8 @@ async def main(args: argparse.Namespace) -> int:
         # the Node may not exist yet (the kubelet registers it): don't wait for it to sync
         tasks.append(asyncio.create_task(proxier.run(
             ready=asyncio.gather(informers[0].wait_synced(), informers[1].wait_synced()))))
-        log.info("proxy started node=%s mode=%s cluster_cidr=%s", args.node_name, args.mode, args.cluster_cidr)
+        log.info("proxy started node=%s mode=%s iptables_backend=%s cluster_cidr=%s", args.node_name, args.mode,
+                 args.iptables_backend, args.cluster_cidr)
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         rc = 0

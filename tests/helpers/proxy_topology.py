@@ -184,9 +184,10 @@ def chi_square(counts: Counter[str], keys: list[str]) -> float:
     return sum((counts[k] - expected) ** 2 / expected for k in keys)
 
 
-def iptables_save(ns: str) -> str:
-    """iptables-legacy-save of the netns without comments and counters (comparable across runs)."""
-    out = subprocess.run(["nsenter", f"--net={netns_path(ns)}", "iptables-legacy-save"], check=True,
+def iptables_save(ns: str, backend: str = "legacy") -> str:
+    """iptables-legacy-save (or iptables-nft-save) of the netns without comments and counters
+    (comparable across runs): read the back end that wrote the rules."""
+    out = subprocess.run(["nsenter", f"--net={netns_path(ns)}", f"iptables-{backend}-save"], check=True,
                          capture_output=True, text=True).stdout
     return "\n".join(line.split(" [")[0] if line.startswith(":") else line
                      for line in out.splitlines() if not line.startswith("#"))

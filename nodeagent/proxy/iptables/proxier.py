@@ -12,9 +12,11 @@ Layout (upstream pkg/proxy/iptables/proxier.go, so `iptables-save` reads as user
   filter KUBE-SERVICES / KUBE-EXTERNAL-SERVICES: REJECT services with no endpoints (DROP when only
       the Local policy leaves none).
 
-A sync writes the static chains and KUBE-SERVICES/KUBE-NODEPORTS in full; per-service chains only
-for Services that changed (partial sync), or for all after a failure, at start, or when the
-canary chain has vanished (someone flushed our tables): practice 6.
+A sync writes the static chains and KUBE-SERVICES/KUBE-NODEPORTS in full (a partial sync skips
+them when no line of theirs changed, e.g. only endpoints did); per-service chains only for
+Services that changed (partial sync), or for all after a failure, at start, or when the canary
+chain has vanished (someone flushed our tables): practice 6. With the nft back end a full sync is
+split into several restores (split_full_sync: iptables-nft-restore is quadratic in one input).
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ class _ServiceRender:
     filter_services: list[str] = field(default_factory=list)
     filter_external: list[str] = field(default_factory=list)
     chains: dict[str, list[str]] = field(default_factory=dict)  # nat chain -> its rules
+
+
+def _shared_lines(r: _ServiceRender) -> tuple[list[str], ...]:
+    """The lines a service port puts in the shared chains (KUBE-SERVICES and friends)."""
+    return (r.nat_services, r.nat_nodeports, r.filter_services, r.filter_external)
 
 
 def _endpoint_jumps(chain: str, sp: ServicePort, eps: list[Endpoint], out: list[str], large: bool) -> None:
@@ -202,12 +209,17 @@ class IptablesBackend:
 
     name = "iptables"
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, split_full_sync: bool | None = None) -> None:
         self.ipt = executor
+        # iptables-nft-restore 1.8.9 spends time quadratic in the size of one input (3k Services:
+        # > 100 s in one go, 1.6 s in pieces of 2000 lines): the nft back end splits full syncs
+        self.split_full_sync = (bool(getattr(executor, "split_full_sync", False)) if split_full_sync is None
+                                else split_full_sync)
         self.needs_full_sync = True
         # chains we created per Service (ns/name) at the last successful sync
         self._chains_by_service: dict[str, set[str]] = {}
         self.last_restore = ""  # the text of the last sync, for tests and `trace`
+        self.last_transactions: list[str] = []  # the restores of the last split full sync
         # render_service is pure: keep each service port's text while its inputs are unchanged, so
         # a partial sync costs O(changed) rendering plus joining the shared chains
         self._cache: dict[ServicePortName, tuple[ServicePort, tuple[Endpoint, ...], tuple[str | None, bool],
@@ -216,6 +228,8 @@ class IptablesBackend:
         self._pos: dict[ServicePortName, int] = {}  # place of each port in the (sorted) output
         self._ordered: list[_ServiceRender] = []  # the renders in that order
         self._ports_by_service: dict[str, list[ServicePortName]] = {}
+        # whether the last _update_renders changed any line of the shared chains
+        self._shared_changed = True
 
     # -- set-up of the parts restore does not own ---------------------------------------------
     def _ensure_base(self, saved: dict[str, str]) -> None:
@@ -257,17 +271,22 @@ class IptablesBackend:
             candidates = {spn for svc in changed for spn in self._ports_by_service.get(svc, ())}
             candidates.update(spn for svc in changed for spn in state.ports_of(svc))
         touched: set[ServicePortName] = set()
+        self._shared_changed = False
         for spn in candidates:
             sp = state.services.get(spn)
             if sp is None:
                 if self._cache.pop(spn, None) is not None:
                     touched.add(spn)
+                    self._shared_changed = True
                 continue
             eps = state.endpoints.get(spn, ())
             hit = self._cache.get(spn)
             if hit is not None and hit[0] == sp and hit[1] == eps and hit[2] == inputs:
                 continue
-            self._cache[spn] = (sp, eps, inputs, render_service(sp, eps, state.cluster_cidr, large))
+            r = render_service(sp, eps, state.cluster_cidr, large)
+            if hit is None or _shared_lines(hit[3]) != _shared_lines(r):
+                self._shared_changed = True
+            self._cache[spn] = (sp, eps, inputs, r)
             touched.add(spn)
         self._inputs = inputs
         if changed is None or any(spn not in self._pos or spn not in self._cache for spn in touched):
@@ -288,8 +307,16 @@ class IptablesBackend:
         """Restore text for `state`, in pieces, so that iptables-restore parses one Service's
         chains while the next is rendered (both cores work; restore handles each line as it
         arrives). With `changed` None every service chain is written; else only those of changed
-        Services. Fills `owned_out` with the chains each Service owns afterwards."""
+        Services, and the shared chains (KUBE-SERVICES ...) only if a line of theirs changed.
+        Fills `owned_out` with the chains each Service owns afterwards."""
         self._update_renders(state, changed)
+        if changed is not None and not self._shared_changed:
+            # e.g. endpoints changed: the shared chains would be rewritten as they are. Skipping
+            # them keeps the nft back end's transaction proportional to the change (a flushed
+            # KUBE-SERVICES is 10k rule deletes and adds at 10k Services); a stale chain is
+            # referenced only by the changed Service's own chains, rewritten here too.
+            yield from self._service_chains_only(changed, owned_out)
+            return
         cache = self._cache
         nat_services: list[str] = []
         nat_nodeports: list[str] = []
@@ -373,6 +400,30 @@ class IptablesBackend:
         block.append("COMMIT")
         yield "\n".join(block) + "\n"
 
+    def _service_chains_only(self, changed: set[str], owned_out: dict[str, set[str]]) -> Iterator[str]:
+        """A partial restore of the changed Services' own chains, in the nat table only."""
+        block = ["*nat"]
+        owned: dict[str, set[str]] = {}
+        for svc in sorted(changed):
+            mine = owned.setdefault(svc, set())
+            for spn in self._ports_by_service.get(svc, ()):
+                r = self._cache[spn][3]
+                mine.update(r.chains)
+                block += [f":{chain} - [0:0]" for chain in r.chains]
+                for rules in r.chains.values():
+                    block += rules
+        stale: set[str] = set()
+        for svc in changed:
+            stale |= self._chains_by_service.get(svc, set()) - owned.get(svc, set())
+        owned_out.update(self._chains_by_service)
+        for svc in changed:
+            owned_out.pop(svc, None)
+        owned_out.update({svc: chains for svc, chains in owned.items() if chains})
+        block += [f":{c} - [0:0]" for c in sorted(stale)]
+        block += [f"-X {c}" for c in sorted(stale)]
+        block.append("COMMIT")
+        yield "\n".join(block) + "\n"
+
     def render(self, state: ProxyState, changed: set[str] | None,
                existing_nat_chains: list[str] | None = None) -> tuple[str, dict[str, set[str]]]:
         """The whole restore text at once (tests, `trace`)."""
@@ -399,7 +450,10 @@ class IptablesBackend:
                 yield chunk
 
         try:
-            self.ipt.restore(chunks(), noflush=True)
+            if full and self.split_full_sync:
+                self._restore_in_transactions(list(chunks()))
+            else:
+                self.ipt.restore(chunks(), noflush=True)
         except Exception:
             self.needs_full_sync = True
             raise
@@ -408,8 +462,21 @@ class IptablesBackend:
         self.needs_full_sync = False
         return SyncResult(full=full)
 
+    def _restore_in_transactions(self, pieces: list[str]) -> None:
+        """A full sync as several restores: each middle piece (whole Services' chains, about
+        2000 lines) on its own, then the shared chains with the rest in one last transaction, so
+        KUBE-SERVICES only ever jumps to complete chains and a stale chain goes after nothing
+        points at it. Each Service still changes atomically; the whole sync does not."""
+        first, middle, last = pieces[0], pieces[1:-1], pieces[-1]
+        self.last_transactions = [f"*nat\n{piece}COMMIT\n" for piece in middle] + [first + last]
+        for text in self.last_transactions:
+            self.ipt.restore(text, noflush=True)
+
     def cleanup(self) -> None:
         cleanup_iptables(self.ipt)
+
+
+CLEANUP_PIECE = 2000  # chains per restore when the executor wants its work split
 
 
 def cleanup_iptables(ipt: Executor) -> None:
@@ -428,6 +495,16 @@ def cleanup_iptables(ipt: Executor) -> None:
                 deletes.append("-D" + line[2:])
         if not ours and not deletes:
             continue
-        text = [f"*{table}"] + [f":{c} - [0:0]" for c in ours] + deletes + [f"-X {c}" for c in ours] + ["COMMIT"]
-        ipt.restore("\n".join(text) + "\n", noflush=True)
+        if getattr(ipt, "split_full_sync", False):
+            # iptables-nft-restore is quadratic in one input's size (see IptablesBackend): the
+            # jumps in, then flushes, then deletes, each in pieces (nothing refers to a chain
+            # by the time it is deleted)
+            pieces = [deletes] + [[f":{c} - [0:0]" for c in ours[i:i + CLEANUP_PIECE]]
+                                  for i in range(0, len(ours), CLEANUP_PIECE)]
+            pieces += [[f"-X {c}" for c in ours[i:i + CLEANUP_PIECE]] for i in range(0, len(ours), CLEANUP_PIECE)]
+        else:
+            pieces = [[f":{c} - [0:0]" for c in ours] + deletes + [f"-X {c}" for c in ours]]
+        for lines in pieces:
+            if lines:
+                ipt.restore("\n".join([f"*{table}", *lines, "COMMIT"]) + "\n", noflush=True)
         log.info("cleanup table=%s chains=%d jumps=%d", table, len(ours), len(deletes))

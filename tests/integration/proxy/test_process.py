@@ -114,6 +114,7 @@ def test_apiserver_to_proxy_process_to_traffic(apiserver: ApiServerProcess, topo
         assert "10.244.1.11" in _state(topo.node, mode)
         subprocess.run(_proxy_argv(topo.node, "--cleanup"), check=True, capture_output=True, timeout=60)
         assert "KUBE-" not in topo_mod.iptables_save(topo.node)
+        assert "KUBE-" not in topo_mod.iptables_save(topo.node, "nft")
         assert "kube-proxy" not in topo_mod.nft_ruleset(topo.node)
     finally:
         if proc is not None and proc.poll() is None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from nodeagent.proxy.conntrack import ConntrackCleaner
-from nodeagent.proxy.iptables.executor import LegacyExecutor
+from nodeagent.proxy.iptables.executor import make_executor
 from nodeagent.proxy.iptables.proxier import IptablesBackend
 from nodeagent.proxy.nftables import NftablesBackend
 from nodeagent.proxy.proxier import Proxier
@@ -34,8 +34,13 @@ CHI2_CRIT_P001_DF2 = 13.816  # chi-square critical value, 2 degrees of freedom, 
 pytestmark = pytest.mark.root
 
 
+# test mode -> iptables back end (None: nftables mode)
+IPTABLES_BACKEND = {"iptables": "legacy", "iptables-nft": "nft", "nftables": None}
+
+
 def make_proxier(mode: str) -> Proxier:
-    backend = IptablesBackend(LegacyExecutor()) if mode == "iptables" else NftablesBackend()
+    ipt = IPTABLES_BACKEND[mode]
+    backend = IptablesBackend(make_executor(ipt)) if ipt else NftablesBackend()
     p = Proxier(backend, "node-a", CLUSTER_CIDR, conntrack=ConntrackCleaner(), min_sync_period=0)
     p.on_node(node("node-a", NODE_IP))
     return p
@@ -48,6 +53,12 @@ def web_objects(topo: Topology, ips: list[str] | None = None) -> tuple[dict, dic
     eps = endpoint_slice("web", [endpoint(ip, "node-a") for ip in (ips or topo.pod_ips)], ports=[
         {"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 8053, "protocol": "UDP"}])
     return svc, eps
+
+
+def saved_rules(topo: Topology, mode: str) -> str:
+    """The rules as the back end that wrote them shows them."""
+    ipt = IPTABLES_BACKEND[mode]
+    return topo_mod.iptables_save(topo.node, ipt) if ipt else topo_mod.nft_ruleset(topo.node)
 
 
 def sync(topo: Topology, p: Proxier) -> None:
@@ -63,7 +74,7 @@ def topo(netns_factory: Callable[[str], str]) -> Iterator[Topology]:
         t.stop()
 
 
-@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+@pytest.mark.parametrize("mode", ["iptables", "iptables-nft", "nftables"])
 def test_cluster_ip_spreads_uniformly_and_nodeport_and_hairpin(topo: Topology, mode: str) -> None:
     p = make_proxier(mode)
     svc, eps = web_objects(topo)
@@ -86,7 +97,7 @@ def test_cluster_ip_spreads_uniformly_and_nodeport_and_hairpin(topo: Topology, m
     assert sum(own.values()) == 40 and own[topo.pods[0]] > 0, own
 
 
-@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+@pytest.mark.parametrize("mode", ["iptables", "iptables-nft", "nftables"])
 def test_removed_endpoint_gets_no_new_connections(topo: Topology, mode: str) -> None:
     p = make_proxier(mode)
     svc, eps = web_objects(topo)
@@ -106,7 +117,7 @@ def test_removed_endpoint_gets_no_new_connections(topo: Topology, mode: str) -> 
     assert try_connect(topo.client, CLUSTER_IP, 80) == "REFUSED"
 
 
-@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+@pytest.mark.parametrize("mode", ["iptables", "iptables-nft", "nftables"])
 def test_restarted_proxy_keeps_connections_and_rules(topo: Topology, mode: str) -> None:
     import socket
 
@@ -117,7 +128,7 @@ def test_restarted_proxy_keeps_connections_and_rules(topo: Topology, mode: str) 
     p.on_service(None, svc)
     p.on_endpoint_slice(eps)
     sync(topo, p)
-    before = topo_mod.iptables_save(topo.node) if mode == "iptables" else topo_mod.nft_ruleset(topo.node)
+    before = saved_rules(topo, mode)
 
     conn = run_in_netns(topo.client, socket.create_connection, (CLUSTER_IP, 80), 3)
     try:
@@ -129,7 +140,7 @@ def test_restarted_proxy_keeps_connections_and_rules(topo: Topology, mode: str) 
         p2.on_service(None, svc)
         p2.on_endpoint_slice(eps)
         sync(topo, p2)
-        after = topo_mod.iptables_save(topo.node) if mode == "iptables" else topo_mod.nft_ruleset(topo.node)
+        after = saved_rules(topo, mode)
         assert after == before
         f.write("still here\n")
         f.flush()
@@ -150,3 +161,38 @@ def test_udp_conntrack_entries_cleared_when_endpoint_goes(topo: Topology) -> Non
     p.on_endpoint_slice(moved)
     sync(topo, p)
     assert udp_ask(topo.client, CLUSTER_IP, 53, src_port=40001) == topo.pods[1]
+
+
+def test_nft_backend_writes_only_nf_tables_and_cleanup_removes_both(topo: Topology) -> None:
+    """The nft back end's rules live in nf_tables (iptables-nft-save), none in x_tables; a legacy
+    leftover beside them is removed too by --cleanup's cleanup_all."""
+    from nodeagent.proxy.command import cleanup_all
+
+    p = make_proxier("iptables-nft")
+    svc, eps = web_objects(topo)
+    p.on_service(None, svc)
+    p.on_endpoint_slice(eps)
+    # enough other Services that the full sync is split into several restores
+    for i in range(100):
+        p.on_service(None, service(f"filler-{i:03d}", f"10.96.2.{i + 1}"))
+        p.on_endpoint_slice(endpoint_slice(f"filler-{i:03d}", [endpoint(f"10.245.{i}.{j + 1}", "node-b")
+                                                               for j in range(10)]))
+    sync(topo, p)
+    assert len(p.backend.last_transactions) > 2  # type: ignore[attr-defined]
+    assert set(connect_many(topo.client, CLUSTER_IP, 80, 30)) == set(topo.pods)
+    nft_rules = topo_mod.iptables_save(topo.node, "nft")
+    assert nft_rules.count("-A KUBE-SERVICES") == 103 and "DNAT" in nft_rules  # 100 + web's 2 + nodeports
+    assert "KUBE-" not in topo_mod.iptables_save(topo.node, "legacy")
+    # a partial sync (one endpoint fewer) goes through the same back end
+    _, fewer = web_objects(topo, topo.pod_ips[:2])
+    p.on_endpoint_slice(fewer)
+    sync(topo, p)
+    assert topo_mod.iptables_save(topo.node, "nft").count("DNAT --to-destination 10.244.1.") == 4  # 2 ports x 2
+    legacy = make_proxier("iptables")
+    legacy.on_service(None, svc)
+    legacy.on_endpoint_slice(eps)
+    sync(topo, legacy)
+    assert "-A KUBE-SERVICES" in topo_mod.iptables_save(topo.node, "legacy")
+    assert topo.in_node(cleanup_all) == []
+    for backend in ("legacy", "nft"):
+        assert "KUBE-" not in topo_mod.iptables_save(topo.node, backend), backend

@@ -18,3 +18,29 @@ def test_proxy_flags_and_defaults() -> None:
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["proxy", "--mode", "userspace"])
+
+
+def test_iptables_backend_flag_defaults_to_legacy() -> None:
+    assert build_parser().parse_args(["proxy", "--kubeconfig", "k"]).iptables_backend == "legacy"
+    assert build_parser().parse_args(["proxy", "--iptables-backend", "nft"]).iptables_backend == "nft"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["proxy", "--iptables-backend", "xtables"])
+
+
+def test_cleanup_covers_both_iptables_backends_except_the_kept_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodeagent.proxy import command, nftables
+    from nodeagent.proxy.iptables import executor, proxier
+
+    cleaned: list[str] = []
+    monkeypatch.setattr(executor, "make_executor", lambda backend: backend)
+    monkeypatch.setattr(proxier, "cleanup_iptables", lambda ipt: cleaned.append(f"iptables-{ipt}"))
+    monkeypatch.setattr(nftables, "cleanup_nftables", lambda: cleaned.append("nftables"))
+    monkeypatch.setattr(command, "_cleanup_ipvs", lambda: cleaned.append("ipvs"))
+    assert command.cleanup_all() == []
+    assert cleaned == ["iptables-legacy", "iptables-nft", "nftables", "ipvs"]
+    cleaned.clear()
+    command.cleanup_all("iptables", "nft")  # switching back ends: the legacy leftovers go
+    assert cleaned == ["iptables-legacy", "nftables", "ipvs"]
+    cleaned.clear()
+    command.cleanup_all("ipvs")  # IPVS's masquerade rules are legacy ones
+    assert cleaned == ["iptables-nft", "nftables"]

@@ -7,7 +7,7 @@ import pytest
 
 from nodeagent.proxy.iptables import names
 from nodeagent.proxy.iptables.executor import IptablesError
-from nodeagent.proxy.iptables.fake import FakeIptables, Outcome, Packet
+from nodeagent.proxy.iptables.fake import FakeIptables, Outcome, Packet, Tracer
 from tests.helpers.proxy_fakes import NODE_IP, iptables_proxier
 from tests.helpers.proxy_objects import endpoint, endpoint_slice, service
 
@@ -209,3 +209,73 @@ def test_large_cluster_drops_endpoint_comments() -> None:
         p.on_endpoint_slice(endpoint_slice(f"s{i}", []), removed=True)
     p.sync_once()
     assert ipt.rules("nat", sep)[0] == "-m comment --comment default/s0:http -s 10.244.0.1 -j KUBE-MARK-MASQ"
+
+
+def test_partial_sync_leaves_shared_chains_alone_unless_their_lines_change() -> None:
+    """Endpoints changing rewrite only the Service's own nat chains (no KUBE-SERVICES flush: with
+    the nft back end that would be a transaction as large as the cluster); a changed cluster IP
+    rewrites the shared chains too."""
+    p, ipt, tracer = iptables_proxier()
+    _web(p, 3)
+    p.on_service(None, service("db", "10.96.0.70"))
+    p.on_endpoint_slice(endpoint_slice("db", [endpoint("10.244.7.2")]))
+    assert p.sync_once()
+    p.on_endpoint_slice(endpoint_slice("web", [endpoint("10.244.1.2", "n1"), endpoint("10.244.2.2", "n2")]))
+    assert p.sync_once()
+    text = ipt.restores[-1]
+    gone = names.sep_chain("default/web:http", "tcp", "10.244.3.2:8080")
+    assert text.startswith("*nat\n") and "*filter" not in text and "KUBE-SERVICES" not in text
+    assert f":{SVC} - [0:0]" in text and f"-X {gone}" in text and gone not in ipt.chains("nat")
+    assert _dnats(tracer.trace(Packet("10.244.9.9", "10.96.0.50", "tcp", 80))) == {"10.244.1.2:8080",
+                                                                                   "10.244.2.2:8080"}
+    assert _dnats(tracer.trace(Packet("10.244.9.9", "10.96.0.70", "tcp", 80))) == {"10.244.7.2:8080"}
+    p.on_service(service("db", "10.96.0.70"), service("db", "10.96.0.71"))
+    assert p.sync_once()
+    assert "-A KUBE-SERVICES" in ipt.restores[-1] and "10.96.0.71" in ipt.restores[-1]
+    assert _dnats(tracer.trace(Packet("10.244.9.9", "10.96.0.71", "tcp", 80))) == {"10.244.7.2:8080"}
+    assert _dnats(tracer.trace(Packet("10.244.9.9", "10.96.0.70", "tcp", 80))) == {None}  # old IP: no DNAT
+
+
+def test_split_full_sync_writes_service_chains_first_then_shared_chains_at_once() -> None:
+    """The nft back end's full sync (several restores, see IptablesBackend.split_full_sync):
+    the middle restores hold whole Services' chains only; KUBE-SERVICES is flushed and rewritten
+    in the last one, so it never points at a missing or half-written chain."""
+    from nodeagent.proxy.iptables.proxier import IptablesBackend
+    from nodeagent.proxy.proxier import Proxier
+
+    ipt = FakeIptables()
+    backend = IptablesBackend(ipt, split_full_sync=True)
+    p = Proxier(backend, "n1", "10.244.0.0/16", min_sync_period=0)
+    for i in range(120):
+        p.on_service(None, service(f"s{i:03d}", f"10.96.1.{i + 1}"))
+        p.on_endpoint_slice(endpoint_slice(f"s{i:03d}", [endpoint(f"10.244.{i}.{j + 1}", "n2") for j in range(10)]))
+    assert p.sync_once()
+    texts = backend.last_transactions
+    assert len(texts) > 2 and ipt.restores[-len(texts):] == texts
+    for text in texts[:-1]:
+        assert text.startswith("*nat\n") and "KUBE-SERVICES" not in text and "*filter" not in text
+    assert ":KUBE-SERVICES - [0:0]" in texts[-1] and texts[-1].count("-A KUBE-SERVICES") == 121
+    tracer = Tracer(ipt, (NODE_IP,))
+    assert len(_dnats(tracer.trace(Packet("10.244.250.9", "10.96.1.77", "tcp", 80)))) == 10
+    # a partial sync is one restore, as ever
+    p.on_endpoint_slice(endpoint_slice("s005", [endpoint("10.244.250.1", "n2")]))
+    n_restores = len(ipt.restores)
+    assert p.sync_once() and len(ipt.restores) == n_restores + 1
+    assert _dnats(tracer.trace(Packet("10.244.250.9", "10.96.1.6", "tcp", 80))) == {"10.244.250.1:8080"}
+
+
+def test_cleanup_in_pieces_for_the_nft_backend_removes_everything() -> None:
+    from nodeagent.proxy.iptables.proxier import IptablesBackend, cleanup_iptables
+    from nodeagent.proxy.proxier import Proxier
+
+    ipt = FakeIptables()
+    setattr(ipt, "split_full_sync", True)  # as NftExecutor  # noqa: B010
+    p = Proxier(IptablesBackend(ipt), "n1", "10.244.0.0/16", min_sync_period=0)
+    _web(p, 3)
+    assert p.sync_once()
+    before = len(ipt.restores)
+    cleanup_iptables(ipt)
+    assert len(ipt.restores) - before >= 3  # jumps, flushes, deletes: separate restores
+    for table in ("nat", "filter"):
+        assert not [c for c in ipt.chains(table) if c.startswith("KUBE-")], table
+    assert not [r for r in ipt.rules("nat", "PREROUTING") if "KUBE-" in r]
