@@ -7,7 +7,8 @@ namespace (nothing touches the root namespace):
             nft -f) loading the very same text into empty tables: the peer our full sync is
             compared with (target: full <= 1.5 x floor)
   one       one Service's endpoints change, then a sync (partial): median of --changes runs
-            (target: <= 50 ms at 10k services)
+            (target: <= 50 ms at 10k services); the endpoints are replaced, their number stays
+  resized   one Service gains an endpoint, then loses it again (the number changes): median
 Endpoints are spread over 50 nodes (a cluster that size has many), the measured one is local.
 And the first-packet cost: the median time of a TCP connect (a new flow, so the SYN walks the
 rules) from the node to a Service whose rules come last, with 10 and with the largest N services.
@@ -187,10 +188,17 @@ def bench_size(node: str, mode: str, n: int, e: int, changes: int, latency_sampl
         i = (k * 997) % max(1, n - 1)
         p.on_endpoint_slice(eps(i, e, gen=k + 1))
         ones.append(run_in_netns(node, timed_sync, p))
+    resized = []  # one endpoint added, then removed again: the endpoint count changes
+    for k in range(changes):
+        i = (k * 997 + 500) % max(1, n - 1)
+        p.on_endpoint_slice(eps(i, e + 1))
+        resized.append(run_in_netns(node, timed_sync, p))
+        p.on_endpoint_slice(eps(i, e))
+        resized.append(run_in_netns(node, timed_sync, p))
     lat = run_in_netns(node, connect_latency, latency_samples) if latency_samples else None
     run_in_netns(node, cleanup_all)
     return {"full_ms": full * 1000, "floor_ms": floor * 1000, "full_over_floor": full / floor,
-            "one_changed_ms": statistics.median(ones) * 1000,
+            "one_changed_ms": statistics.median(ones) * 1000, "one_resized_ms": statistics.median(resized) * 1000,
             "connect_ms": lat * 1000 if lat is not None else None, "rules_mb": len(text) / 1e6}
 
 
@@ -241,6 +249,7 @@ def main() -> int:
                 lat = f"{r['connect_ms']:.3f}" if r["connect_ms"] is not None else "-"
                 print(f"{mode:12s} services={n:6d} full={r['full_ms']:9.1f} ms  floor({LOADER[mode]})="
                       f"{r['floor_ms']:9.1f} ms  ratio={r['full_over_floor']:.2f}  one-changed={r['one_changed_ms']:7.1f} ms"
+                      f"  one-resized={r['one_resized_ms']:7.1f} ms"
                       f"  connect={lat} ms  rules={r['rules_mb']:.1f} MB", flush=True)
         if not ipvs_available():
             results["ipvs"] = "skipped: kernel has no IP_VS (/proc/net/ip_vs absent)"

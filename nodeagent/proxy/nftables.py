@@ -4,29 +4,35 @@ Layout (after upstream pkg/proxy/nftables/proxier.go, so the names read the same
   nat-prerouting / nat-output -> services:
       ip daddr . meta l4proto . th dport vmap @service-ips       (cluster, external and LB IPs)
       fib daddr type local ... meta l4proto . th dport vmap @service-nodeports
-  service-<h>-ns/name/proto/port: masquerade off-cluster sources and hairpin traffic, then
-      numgen random mod (n-i) == 0 dnat ip to ip:port, the last without (a uniform pick)
-  endpoint-<h>-...__ip/port: only with sessionAffinity ClientIP (records the client, dnat)
+  service-<h>-ns/name/proto/port: masquerade off-cluster sources, then one rule
+      meta l4proto P dnat ip addr . port to numgen random mod N offset BASE map @endpoint-slots-P-S
+      where elements BASE..BASE+N-1 of that map hold the endpoints as `ip . port` (nft_slots.py)
+  endpoint-<h>-...__ip/port: only with sessionAffinity ClientIP (records the client, dnat; the
+      service chain then picks with `numgen random mod (n-i) == 0 goto`, as before)
   external-<h>-...: masquerade (or the Local-policy short-circuits), then the policy chain
   filter hooks: ct state new -> @no-endpoint-services / @no-endpoint-nodeports -> reject / drop
-  nat-postrouting -> masquerading: masquerade packets carrying mark 0x4000.
+  nat-postrouting: DNATed packets whose `saddr . daddr` is in @hairpin-endpoints (a local backend
+      reaching itself) are marked; -> masquerading: masquerade packets carrying mark 0x4000.
 A packet's first lookup is one map lookup whatever the number of Services (the point of this mode).
 
 A full sync flushes the table and writes everything (one transaction, so no packet sees a half
 table); a partial sync rewrites only the changed Services' chains and map elements.
 
-Why a one-Service partial sync still costs ~100 ms at 10k Services (measured, kernel 6.18, nft
-1.0.6; perf shows it): about 20 ms is nft itself (start, and the cache fetch: it dumps every chain
-of the table before applying a file; 1.0.6 has no way to skip that, and a persistent libnftables
-context refetches too because our own commit bumps the generation id). The rest is the kernel's
-commit-time validation (nf_tables_commit -> nf_tables_validate -> nft_table_validate): any new
-rule with a verdict, dnat or meta expression, and any verdict-map element with jump/goto, marks
-the table for validation, and validation walks every chain reachable from every base chain,
-through all elements of the verdict maps: O(table) per commit, and twice here because both
-nat-prerouting and nat-output reach `services` (deleting the output jump halves it, 98 -> 58 ms).
-Only transactions without such content are cheap: adding an element to a map whose data is not a
-verdict took 20 ms at 10k (e.g. endpoints kept as `ip . port` data selected by
-`... . numgen random mod N map @m`; left for later: N and the hairpin rules still change rules).
+Why endpoints are map data (measured, kernel 6.18, nft 1.0.6, perf): the cost of a small commit
+at 10k Services was the kernel's commit-time validation (nf_tables_commit -> nf_tables_validate):
+any new rule with a verdict, dnat or meta expression, and any verdict-map element with jump/goto,
+makes it walk every chain reachable from every base chain, through all elements of the verdict
+maps, twice here (nat-prerouting and nat-output both reach `services`). With one dnat rule per
+endpoint any changed Service cost ~110 ms (benchmarks/proxy.py, 10k Services x 10 endpoints). As
+elements of maps whose data is not a verdict, replaced endpoints are only `delete element` + `add
+element`: ~35 ms, most of it nft itself (start, and the cache fetch: it dumps the table's chains
+and sets before applying a file; a delete measured ~10 ms more than an add; 1.0.6 cannot skip it). A change
+in the number of endpoints still rewrites the one dnat rule and pays the validation (~55 ms), as
+does a new Service (~45 ms: a verdict element); sessionAffinity Services keep per-endpoint chains.
+Two kernel costs shape the maps: the kernel checks each added map element against every rule
+bound to the map (nft_add_set_elem walks set->bindings), and binding a map to a new rule walks all
+its elements; hence SLOT_SHARDS maps per protocol, and a full sync adds slot elements after all
+rules (one map: 18 s for 10k x 10 instead of 1.4 s).
 """
 
 from __future__ import annotations
@@ -37,12 +43,14 @@ import logging
 import re
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
 from nodeagent.proxy.backend import ProxyState, SyncResult
 from nodeagent.proxy.model import Endpoint, ServicePort, ServicePortName, categorize
+from nodeagent.proxy.nft_slots import MIN_RANGE, SlotAllocator
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +123,16 @@ def affinity_set(sp: ServicePort, e: Endpoint) -> str:
     return "affinity-" + endpoint_chain(sp, e)[len("endpoint-"):]
 
 
+# endpoint-slots maps per protocol: nft 1.0.6 reads a `th dport` typeof back from the kernel and then
+# rejects it beside `meta l4proto tcp` ("conflicting protocols specified: tcp vs. th"). And sharded:
+# the kernel checks every added map element against every rule bound to the map
+# (nft_add_set_elem walks set->bindings), so one map for 10k Services x 10 endpoints took 18 s to
+# load; a Service's shard follows its slot range.
+SLOT_SHARDS = 64
+SLOT_MAPS = "".join(
+    f"add map {T} endpoint-slots-{proto}-{i} {{ typeof numgen random mod 1 : ip daddr . {proto} dport ; }}\n"
+    for proto in ("tcp", "udp", "sctp") for i in range(SLOT_SHARDS))
+
 STATIC = f"""add table {T} {{ comment "rules for kube-proxy" ; }}
 add chain {T} nat-prerouting {{ type nat hook prerouting priority -100 ; }}
 add chain {T} nat-output {{ type nat hook output priority -100 ; }}
@@ -132,10 +150,12 @@ add map {T} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict 
 add map {T} service-nodeports {{ type inet_proto . inet_service : verdict ; }}
 add map {T} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}
 add map {T} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; }}
+{SLOT_MAPS}add set {T} hairpin-endpoints {{ type ipv4_addr . ipv4_addr ; }}
 """
 
 STATIC_RULES = f"""add rule {T} nat-prerouting jump services
 add rule {T} nat-output jump services
+add rule {T} nat-postrouting ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade
 add rule {T} nat-postrouting jump masquerading
 add rule {T} filter-input ct state new jump nodeport-endpoints-check
 add rule {T} filter-input ct state new jump service-endpoints-check
@@ -160,33 +180,45 @@ class _Render:
     sets: list[str] = field(default_factory=list)  # affinity set names
     elements: list[tuple[str, str, str]] = field(default_factory=list)  # (map, key, verdict)
     affinity_seconds: int = 0
+    slot_chains: list[str] = field(default_factory=list)  # chains owning an endpoint-slots range
+    slot_elements: list[tuple[str, str, str]] = field(default_factory=list)  # (map, slot, "ip . port")
+    hairpin: set[str] = field(default_factory=set)  # endpoint IPs that can hairpin on this node
 
 
-def _endpoint_dispatch(chain: str, sp: ServicePort, eps: list[Endpoint], r: _Render, rules: list[str]) -> None:
-    """The rules of a policy chain after its masquerade check. No sets or maps here: the kernel
-    finds a set by name with a linear scan, so one anonymous map per Service made loading 10k
-    Services take 44 s (nft 1.0.6, kernel 6.18) where plain rules take 4 s."""
+def _endpoint_dispatch(chain: str, sp: ServicePort, eps: list[Endpoint], r: _Render, rules: list[str],
+                       slots: SlotAllocator) -> None:
+    """The rules of a policy chain after its masquerade check. Endpoints are data, not rules:
+    one rule picks slot `numgen random mod N` of the chain's range in one of the table's
+    `endpoint-slots-<proto>-<shard>` maps, so an endpoint replaced is a map element swapped and
+    the kernel skips its table-wide validation (no verdict changes). No per-Service sets or maps: the kernel finds
+    a set by name with a linear scan, so one anonymous map per Service made loading 10k Services
+    take 44 s (nft 1.0.6, kernel 6.18)."""
     # hairpin: a backend reaching its own Service must be masqueraded, or the reply would go
     # straight back to it from its own address. Only backends on this node (or of unknown node)
-    # can send through this node's rules. nft cannot compare saddr with the chosen daddr, so any
-    # such backend of this Service is marked (iptables mode marks only the exact hairpin).
-    for ip in dict.fromkeys(e.ip for e in eps if e.is_local or not e.node_name):
-        rules.append(f"ip saddr {ip} jump mark-for-masquerade")
-    count = len(eps)
+    # can send through this node's rules; nat-postrouting masquerades a DNATed packet whose
+    # `saddr . daddr` is in @hairpin-endpoints (the exact hairpin, as iptables mode marks it).
+    r.hairpin.update(e.ip for e in eps if e.is_local or not e.node_name)
     if sp.session_affinity_seconds:
-        # affinity needs per-endpoint chains to record the client (upstream's layout)
+        # affinity needs per-endpoint chains to record the client (upstream's layout); a uniform
+        # pick as in iptables mode: the i-th of n taken with probability 1/(n-i), the last always
+        count = len(eps)
         for e in eps:
             rules.append(f"ip saddr @{affinity_set(sp, e)} goto {endpoint_chain(sp, e)}")
-        targets = [f"goto {endpoint_chain(sp, e)}" for e in eps]
-    else:
-        targets = [f"meta l4proto {sp.proto} dnat ip to {e.ip}:{e.port}" for e in eps]
-    # a uniform pick as in iptables mode: the i-th of n taken with probability 1/(n-i), the last
-    # always (each rule draws its own number)
-    for i, target in enumerate(targets):
-        rules.append(f"numgen random mod {count - i} == 0 {target}" if i < count - 1 else target)
+        for i, e in enumerate(eps):
+            target = f"goto {endpoint_chain(sp, e)}"
+            rules.append(f"numgen random mod {count - i} == 0 {target}" if i < count - 1 else target)
+        return
+    base = slots.base(chain, len(eps))
+    r.slot_chains.append(chain)
+    slot_map = f"endpoint-slots-{sp.proto}-{base // MIN_RANGE % SLOT_SHARDS}"  # see SLOT_SHARDS
+    r.slot_elements += [(slot_map, str(base + i), f"{e.ip} . {e.port}") for i, e in enumerate(eps)]
+    rules.append(f"meta l4proto {sp.proto} dnat ip addr . port to numgen random mod {len(eps)} offset {base} "
+                 f"map @{slot_map}")
 
 
-def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cidr: str | None) -> _Render:
+def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cidr: str | None,
+                   slots: SlotAllocator | None = None) -> _Render:
+    slots = slots if slots is not None else SlotAllocator()
     r = _Render(port=sp.name, affinity_seconds=sp.session_affinity_seconds)
     cat = categorize(sp, endpoints)
     base = _base(sp)
@@ -238,11 +270,11 @@ def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cid
         if cluster_cidr:
             rules.append(f"ip daddr {sp.cluster_ip} {proto} dport {port} ip saddr != {cluster_cidr} "
                          "jump mark-for-masquerade")
-        _endpoint_dispatch(svc, sp, cluster_eps, r, rules)
+        _endpoint_dispatch(svc, sp, cluster_eps, r, rules, slots)
         r.chains[svc] = rules
     if local_eps:
         rules = []
-        _endpoint_dispatch(local, sp, local_eps, r, rules)
+        _endpoint_dispatch(local, sp, local_eps, r, rules, slots)
         r.chains[local] = rules
     if sp.session_affinity_seconds:
         for e in cat.all_reachable:
@@ -253,6 +285,20 @@ def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cid
                 f"meta l4proto {proto} dnat ip to {e.ip}:{e.port}",
             ]
     return r
+
+
+def _set_lines(r: _Render) -> list[str]:
+    return [f"add set {T} {x} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {r.affinity_seconds}s ; }}"
+            for x in r.sets]
+
+
+def _element_lines(op: str, items: list[tuple[str, str]]) -> list[str]:
+    """`add`/`delete element` commands, one per map with all its elements (nft parses one long
+    line faster than many short ones)."""
+    by_map: dict[str, list[str]] = {}
+    for m, elem in items:
+        by_map.setdefault(m, []).append(elem)
+    return [f"{op} element {T} {m} {{ {', '.join(elems)} }}" for m, elems in by_map.items()]
 
 
 class NftablesBackend:
@@ -267,6 +313,9 @@ class NftablesBackend:
         self._renders: dict[str, list[_Render]] = {}  # ns/name -> what we wrote for it
         # render_service is pure: reuse a service port's render while its inputs are unchanged
         self._cache: dict[ServicePortName, tuple[ServicePort, tuple[Endpoint, ...], str | None, _Render]] = {}
+        self._slots = SlotAllocator()
+        self._hairpin: Counter[str] = Counter()  # endpoint IP -> renders that list it as hairpin-able
+        self._hairpin_next: Counter[str] = Counter()  # the same after the transaction being sent
         self.last_input = ""
 
     def _existing_service_chains(self) -> set[str]:
@@ -290,9 +339,40 @@ class NftablesBackend:
         hit = self._cache.get(spn)
         if hit is not None and hit[0] == sp and hit[1] == eps and hit[2] == state.cluster_cidr:
             return hit[3]
-        r = render_service(sp, eps, state.cluster_cidr)
+        r = render_service(sp, eps, state.cluster_cidr, self._slots)
         self._cache[spn] = (sp, eps, state.cluster_cidr, r)
         return r
+
+    def _diff_service(self, olds: list[_Render], mine: list[_Render], block: list[str]) -> tuple[set[str], set[str]]:
+        """Append the commands that turn one Service's `olds` into `mine`; return its stale chains
+        and sets. Only what differs is sent: every element or rule command makes nft re-read the
+        table, and rules with verdicts make the kernel validate all of it."""
+        new_chains = {c: rules for r in mine for c, rules in r.chains.items()}
+        new_elems = {(m, key): v for r in mine for m, key, v in (*r.elements, *r.slot_elements)}
+        old_chains = {c: rules for old in olds for c, rules in old.chains.items()}
+        old_elems = {(m, key): v for old in olds for m, key, v in (*old.elements, *old.slot_elements)}
+        new_sets = {x for r in mine for x in r.sets}
+        new_slot_chains = {c for r in mine for c in r.slot_chains}
+        stale_sets: set[str] = set()
+        for old in olds:
+            stale_sets |= set(old.sets) - new_sets
+            for c in old.slot_chains:
+                if c not in new_slot_chains:
+                    self._slots.release(c)
+        block += _element_lines("delete", [(m, key) for (m, key), v in old_elems.items()
+                                           if new_elems.get((m, key)) != v])
+        for r in mine:
+            block += _set_lines(r)
+            rewrite = [c for c, rules in r.chains.items() if old_chains.get(c) != rules]
+            for chain in rewrite:
+                block.append(f"add chain {T} {chain}")
+                if chain in old_chains:
+                    block.append(f"flush chain {T} {chain}")
+            for chain in reversed(rewrite):
+                block += [f"add rule {T} {chain} {body}" for body in r.chains[chain]]
+        block += _element_lines("add", [(m, f"{key} : {v}") for (m, key), v in new_elems.items()
+                                        if old_elems.get((m, key)) != v])
+        return old_chains.keys() - new_chains.keys(), stale_sets
 
     def render_chunks(self, state: ProxyState, changed: set[str] | None, existing: set[str] | None,
                       renders_out: dict[str, list[_Render]]) -> Iterator[str]:
@@ -302,6 +382,9 @@ class NftablesBackend:
         Service has afterwards."""
         full = changed is None
         renders: dict[str, list[_Render]] = {}
+        if full:  # a fresh layout: slot ranges handed out in sorted order, as a restarted proxy would
+            self._cache.clear()
+            self._slots = SlotAllocator()
         gone = self._cache.keys() - state.services.keys() if full else {
             r.port for svc in changed or () for r in self._renders.get(svc, [])
             if r.port is not None and r.port not in state.services}
@@ -314,36 +397,34 @@ class NftablesBackend:
             services = sorted(changed or ())
         stale_chains: set[str] = set()
         stale_sets: set[str] = set()
+        hairpin_delta: Counter[str] = Counter()
+        # a full sync adds the endpoint-slots elements after every rule: binding a map to a new
+        # rule makes the kernel walk all its elements (nf_tables_bind_set checks map data for
+        # loops), so adding them with each Service made loading quadratic
+        slot_adds: dict[str, list[str]] = {}  # map -> "key : data"
         block: list[str] = []
         for svc in services:
-            olds = [] if full else self._renders.get(svc, [])
             mine = renders[svc] = [self._render_port(state, spn)
                                    for spn in sorted(state.ports_of(svc), key=_spn_key)]
-            new_chains = {c: rules for r in mine for c, rules in r.chains.items()}
-            new_elems = {(m, key): verdict for r in mine for m, key, verdict in r.elements}
-            old_chains = {c: rules for old in olds for c, rules in old.chains.items()}
-            old_elems = {(m, key): verdict for old in olds for m, key, verdict in old.elements}
-            new_sets = {x for r in mine for x in r.sets}
-            stale_chains |= old_chains.keys() - new_chains.keys()
-            for old in olds:
-                stale_sets |= set(old.sets) - new_sets
-            # only what differs is sent: every element or rule command makes nft re-read the table
-            block += [f"delete element {T} {m} {{ {key} }}" for (m, key), verdict in old_elems.items()
-                      if new_elems.get((m, key)) != verdict]
             for r in mine:
-                for x in r.sets:
-                    block.append(f"add set {T} {x} {{ type ipv4_addr ; flags dynamic,timeout ; "
-                                 f"timeout {r.affinity_seconds}s ; }}")
-                rewrite = [c for c, rules in r.chains.items() if old_chains.get(c) != rules]
-                for chain in rewrite:
-                    block.append(f"add chain {T} {chain}")
-                    if not full and chain in old_chains:
-                        block.append(f"flush chain {T} {chain}")
-                # endpoint chains are written before the service chains that jump to them
-                for chain in reversed(rewrite):
-                    block += [f"add rule {T} {chain} {body}" for body in r.chains[chain]]
-            block += [f"add element {T} {m} {{ {key} : {verdict} }}" for (m, key), verdict in new_elems.items()
-                      if old_elems.get((m, key)) != verdict]
+                hairpin_delta.update(r.hairpin)
+            if full:  # nothing to compare with: everything goes
+                for r in mine:
+                    block += _set_lines(r)
+                    block += [f"add chain {T} {chain}" for chain in r.chains]
+                    # endpoint chains are written before the service chains that jump to them
+                    for chain, bodies in reversed(r.chains.items()):
+                        block += [f"add rule {T} {chain} {body}" for body in bodies]
+                    for m, key, data in r.slot_elements:
+                        slot_adds.setdefault(m, []).append(f"{key} : {data}")
+                block += _element_lines("add", [(m, f"{key} : {verdict}") for r in mine
+                                                for m, key, verdict in r.elements])
+            else:
+                stale_chains_svc, stale_sets_svc = self._diff_service(self._renders.get(svc, []), mine, block)
+                stale_chains |= stale_chains_svc
+                stale_sets |= stale_sets_svc
+                for old in self._renders.get(svc, []):
+                    hairpin_delta.subtract(old.hairpin)
             if len(block) > 2000:
                 yield "\n".join(block) + "\n"
                 block = []
@@ -355,7 +436,27 @@ class NftablesBackend:
             stale_sets = {x for rs in self._renders.values() for r in rs for x in r.sets}
             stale_sets -= {x for rs in renders.values() for r in rs for x in r.sets}
             renders_out.update(renders)
+            self._hairpin_next = Counter({ip: n for ip, n in hairpin_delta.items() if n > 0})
+            block += _element_lines("add", [("hairpin-endpoints", f"{ip} . {ip}") for ip in sorted(self._hairpin_next)])
+            for m, elems in slot_adds.items():
+                block += [f"add element {T} {m} {{ {', '.join(elems[i:i + 5000])} }}"
+                          for i in range(0, len(elems), 5000)]
         else:
+            # an IP several Services list stays in the set until the last of them lets it go
+            self._hairpin_next = self._hairpin.copy() if hairpin_delta else self._hairpin
+            gained, lost = [], []
+            for ip, n in sorted(hairpin_delta.items()):
+                before = self._hairpin_next.get(ip, 0)
+                after = before + n
+                if after > 0:
+                    self._hairpin_next[ip] = after
+                else:
+                    self._hairpin_next.pop(ip, None)
+                if before <= 0 < after:
+                    gained.append(("hairpin-endpoints", f"{ip} . {ip}"))
+                elif after <= 0 < before:
+                    lost.append(("hairpin-endpoints", f"{ip} . {ip}"))
+            block += _element_lines("delete", lost) + _element_lines("add", gained)
             block += [f"flush chain {T} {c}" for c in sorted(stale_chains)]
             renders_out.update(self._renders)
             for svc in services:
@@ -399,6 +500,8 @@ class NftablesBackend:
             raise
         self.last_input = "".join(sent)
         self._renders = renders
+        self._slots.commit()
+        self._hairpin = self._hairpin_next
         self.needs_full_sync = False
         return SyncResult(full=full)
 

@@ -45,13 +45,20 @@ def test_nftables_full_sync_uses_maps_and_numgen() -> None:
     assert "add element ip kube-proxy service-ips { 10.96.0.50 . tcp . 80 : goto service-" in text
     assert "add element ip kube-proxy service-nodeports { tcp . 30080 : goto external-" in text
     assert "add element ip kube-proxy no-endpoint-services { 10.96.0.51 . tcp . 80 : goto reject-chain }" in text
+    # endpoints are data: one dnat rule picks slot `numgen mod 3` of the Service's slot range
     dispatch = [ln.split("http ", 1)[1] for ln in text.splitlines()
                 if ln.startswith("add rule ip kube-proxy service-") and "dnat" in ln]
-    assert dispatch == ["numgen random mod 3 == 0 meta l4proto tcp dnat ip to 10.244.1.2:8080",
-                        "numgen random mod 2 == 0 meta l4proto tcp dnat ip to 10.244.2.2:8080",
-                        "meta l4proto tcp dnat ip to 10.244.3.2:8080"]
-    assert all(f"ip saddr {ip} jump mark-for-masquerade" in text  # hairpin (endpoints of unknown node)
-               for ip in ("10.244.1.2", "10.244.2.2", "10.244.3.2"))
+    assert dispatch == ["meta l4proto tcp dnat ip addr . port to numgen random mod 3 offset 0 map @endpoint-slots-tcp-0"]
+    assert ("add element ip kube-proxy endpoint-slots-tcp-0 "
+            "{ 0 : 10.244.1.2 . 8080, 1 : 10.244.2.2 . 8080, 2 : 10.244.3.2 . 8080 }") in text
+    # the slot elements come after every rule (see render_chunks)
+    lines = text.splitlines()
+    last_rule = max(i for i, ln in enumerate(lines) if ln.startswith("add rule"))
+    assert all(i > last_rule for i, ln in enumerate(lines) if ln.startswith("add element ip kube-proxy endpoint-slots"))
+    # hairpin (endpoints of unknown node): exact `saddr . daddr` pairs, masqueraded in nat-postrouting
+    assert ("add element ip kube-proxy hairpin-endpoints "
+            "{ 10.244.1.2 . 10.244.1.2, 10.244.2.2 . 10.244.2.2, 10.244.3.2 . 10.244.3.2 }") in text
+    assert "nat-postrouting ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade" in text
     assert " map {" not in text and " vmap {" not in text  # no anonymous sets: see _endpoint_dispatch
     assert "chain ip kube-proxy endpoint-" not in text  # no per-endpoint chains without affinity
 
@@ -66,10 +73,14 @@ def test_nftables_partial_sync_touches_only_changed_service() -> None:
     assert p.sync_once()
     text = nft.inputs[-1]
     assert "flush table" not in text and "default/db/" not in text
-    assert "element" not in text  # the map entry still points at the same chain: not re-sent
+    # one endpoint fewer: the rule's modulus changes and the dropped slot goes; the service-ips
+    # entry still points at the same chain and is not re-sent
+    assert "service-ips" not in text
     assert "flush chain ip kube-proxy service-" in text
     assert "10.244.1.3" not in text
-    assert "meta l4proto tcp dnat ip to 10.244.1.2:8080" in text
+    assert "dnat ip addr . port to numgen random mod 1 offset 16 map @endpoint-slots-tcp-1" in text
+    assert "delete element ip kube-proxy endpoint-slots-tcp-1 { 17 }" in text
+    assert "add element" not in text  # slot 16 keeps 10.244.1.2
     # a new cluster IP: the old map entry goes, the new one comes
     p.on_service(service("web", "10.96.0.50"), service("web", "10.96.0.51"))
     assert p.sync_once()
@@ -112,6 +123,51 @@ def test_nftables_flushed_table_detected_on_periodic_sync() -> None:
     probe["out"] = ""  # someone ran `nft flush ruleset`
     p.sync_once()
     assert "flush table ip kube-proxy" in nft.inputs[-1]
+
+
+def test_nftables_replaced_endpoint_is_only_map_elements() -> None:
+    """The common change (an endpoint replaced, same count) sends no rule, chain or verdict: the
+    kernel then skips its table-wide validation (see nftables.py)."""
+    p, nft = _nft_proxier()
+    p.on_service(None, service("web", "10.96.0.50"))
+    p.on_endpoint_slice(endpoint_slice("web", [endpoint("10.244.1.2"), endpoint("10.244.1.3")]))
+    p.sync_once()
+    p.on_endpoint_slice(endpoint_slice("web", [endpoint("10.244.1.2"), endpoint("10.244.1.4")]))
+    assert p.sync_once()
+    text = nft.inputs[-1]
+    assert text.splitlines() == [
+        "delete element ip kube-proxy endpoint-slots-tcp-0 { 1 }",
+        "add element ip kube-proxy endpoint-slots-tcp-0 { 1 : 10.244.1.4 . 8080 }",
+        "delete element ip kube-proxy hairpin-endpoints { 10.244.1.3 . 10.244.1.3 }",
+        "add element ip kube-proxy hairpin-endpoints { 10.244.1.4 . 10.244.1.4 }",
+    ]
+
+
+def test_nftables_slot_ranges_grow_and_are_reused_only_after_commit() -> None:
+    p, nft = _nft_proxier()
+    p.on_service(None, service("a", "10.96.0.50"))
+    p.on_endpoint_slice(endpoint_slice("a", [endpoint("10.244.1.2")]))
+    p.sync_once()
+    assert "numgen random mod 1 offset 0 map @endpoint-slots-tcp-0" in nft.inputs[-1]
+    # 17 endpoints outgrow a's range of 16: a new range of 32; the old one is not handed to b,
+    # added in the same transaction (its adds could precede a's deletes)
+    p.on_endpoint_slice(endpoint_slice("a", [endpoint(f"10.244.2.{i}") for i in range(1, 18)]))
+    p.on_service(None, service("b", "10.96.0.51"))
+    p.on_endpoint_slice(endpoint_slice("b", [endpoint("10.244.3.1")]))
+    p.sync_once()
+    text = nft.inputs[-1]
+    assert "numgen random mod 17 offset 16 map @endpoint-slots-tcp-1" in text
+    assert "numgen random mod 1 offset 48 map @endpoint-slots-tcp-3" in text
+    assert "delete element ip kube-proxy endpoint-slots-tcp-0 { 0 }" in text
+    # after the commit range 0 is free again: the next Service gets it
+    p.on_service(None, service("c", "10.96.0.52"))
+    p.on_endpoint_slice(endpoint_slice("c", [endpoint("10.244.4.1")]))
+    p.sync_once()
+    assert "numgen random mod 1 offset 0 map @endpoint-slots-tcp-0" in nft.inputs[-1]
+    # a Service that goes takes its elements along
+    p.on_service(service("b", "10.96.0.51"), None)
+    p.sync_once()
+    assert "delete element ip kube-proxy endpoint-slots-tcp-3 { 48 }" in nft.inputs[-1]
 
 
 def _ipvs_state(eps: list[str], **spec) -> ProxyState:  # type: ignore[no-untyped-def]
@@ -166,5 +222,16 @@ def test_nftables_hairpin_rules_only_for_endpoints_that_can_hairpin_here() -> No
     p.on_endpoint_slice(endpoint_slice("web", [endpoint("10.244.1.2", "n1"), endpoint("10.244.2.2", "n2")]))
     p.sync_once()
     text = nft.inputs[-1]
-    assert "ip saddr 10.244.1.2 jump mark-for-masquerade" in text
-    assert "ip saddr 10.244.2.2 jump" not in text  # a pod on n2 never sends through n1's rules
+    assert "hairpin-endpoints { 10.244.1.2 . 10.244.1.2 }" in text
+    assert "10.244.2.2 . 10.244.2.2" not in text  # a pod on n2 never sends through n1's rules
+    # an endpoint of two Services stays in the set until neither lists it
+    p.on_service(None, service("api", "10.96.0.60"))
+    p.on_endpoint_slice(endpoint_slice("api", [endpoint("10.244.1.2", "n1")]))
+    p.sync_once()
+    assert "hairpin-endpoints" not in nft.inputs[-1]
+    p.on_endpoint_slice(endpoint_slice("web", [endpoint("10.244.2.2", "n2")]))
+    p.sync_once()
+    assert "hairpin-endpoints" not in nft.inputs[-1]
+    p.on_service(service("api", "10.96.0.60"), None)
+    p.sync_once()
+    assert "delete element ip kube-proxy hairpin-endpoints { 10.244.1.2 . 10.244.1.2 }" in nft.inputs[-1]
