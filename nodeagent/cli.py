@@ -28,7 +28,10 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nodeagent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="nodeagent",
+        description="The node side of Kubernetes in Python: apiserver, controllers, kubelet over CRI, "
+                    "bridge CNI, kube-proxy, DNS, and local clusters in network namespaces.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
