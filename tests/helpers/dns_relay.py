@@ -1,80 +1,26 @@
 """Test plumbing for running `nodeagent dns` inside a network namespace against the apiserver fixture
 (which listens on the root namespace's loopback), without adding any link to the root namespace.
 
-NetnsRelay opens a listening socket *inside* the namespace (a socket stays bound to the namespace it
-was created in) and pipes every connection to a TCP address of the root namespace from threads of the
-test process. A kubeconfig pointing at the relay's loopback address then works from inside.
+NetnsRelay is tests.helpers.netns.NetnsForwarder on a free port; a kubeconfig pointing at the
+relay's loopback address then works from inside.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import yaml
 
-from nodeagent.netns import nsenter_argv, run_in_netns
+from nodeagent.netns import nsenter_argv
+from tests.helpers.netns import NetnsForwarder
 
 
-def _listen_socket() -> socket.socket:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", 0))
-    s.listen(64)
-    return s
-
-
-class NetnsRelay:
-    def __init__(self, netns: str, target: tuple[str, int]) -> None:
-        self.target = target
-        self.sock: socket.socket = run_in_netns(netns, _listen_socket)
-        self.port = int(self.sock.getsockname()[1])
-        self._stop = False
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True, name="netns-relay")
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                inner, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                outer = socket.create_connection(self.target, timeout=5)
-                outer.settimeout(None)
-            except OSError:
-                inner.close()
-                continue
-            self._conns += [inner, outer]
-            for a, b in ((inner, outer), (outer, inner)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self._stop = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        for c in self._conns:
-            with contextlib.suppress(OSError):
-                c.close()
-        self._thread.join(timeout=5)
+def NetnsRelay(netns: str, target: tuple[str, int]) -> NetnsForwarder:  # noqa: N802 - reads as a class
+    """A forwarder from a free loopback port inside `netns` to `target` in the root namespace."""
+    return NetnsForwarder(netns, 0, target[0], target[1]).start()
 
 
 def kubeconfig_via(kubeconfig: Path, port: int, out: Path) -> Path:

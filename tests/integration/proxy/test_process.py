@@ -20,7 +20,7 @@ from nodeagent.client import Client, ClientConfig
 from nodeagent.netns import nsenter_argv, run_in_netns
 from tests.helpers import proxy_topology as topo_mod
 from tests.helpers.apiserver import ApiServerProcess
-from tests.helpers.proxy_forward import NetnsForwarder
+from tests.helpers.netns import NetnsForwarder
 from tests.helpers.proxy_objects import endpoint, endpoint_slice, service
 from tests.helpers.proxy_topology import Topology, connect_many, wait_for
 
