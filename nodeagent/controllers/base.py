@@ -19,7 +19,9 @@ from nodeagent.client.events import EventRecorder
 from nodeagent.client.informer import Informer
 from nodeagent.client.workqueue import ShutDown, WorkQueue
 from nodeagent.clock import Clock, RealClock
+from nodeagent.controllers.expectations import Expectations
 from nodeagent.controllers.metrics import Metrics
+from nodeagent.controllers.objects import controller_ref, is_deleting, namespace_of, uid_of
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +170,47 @@ class Controller:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+class PodOwnerController(Controller):
+    """A controller whose objects own pods (ReplicaSet, DaemonSet, Job): every pod event wakes the
+    pod's controlling owner and settles that owner's create/delete expectations, as upstream's
+    addPod/updatePod/deletePod do (pkg/controller/replicaset, daemon, job)."""
+
+    owner_kind = ""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.expectations = Expectations(ctx.clock)
+
+    def watch_owned_pods(self) -> Informer:
+        from nodeagent.api.kinds import PODS
+
+        pods = self.ctx.informers.get(PODS)
+        pods.add_handlers(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
+        return pods
+
+    def _owner_key(self, pod: Obj) -> str | None:
+        ref = controller_ref(pod)
+        if ref is None or ref.get("kind") != self.owner_kind:
+            return None
+        return f"{namespace_of(pod)}/{ref.get('name')}"
+
+    def _pod_added(self, pod: Obj) -> None:
+        key = self._owner_key(pod)
+        if key:
+            self.expectations.creation_observed(key)
+            self.queue.add(key)
+
+    def _pod_updated(self, old: Obj, new: Obj) -> None:
+        key = self._owner_key(new)
+        if key:
+            if is_deleting(new):  # a graceful deletion counts as observed (upstream updatePod)
+                self.expectations.deletion_observed(key, uid_of(new))
+            self.queue.add(key)
+
+    def _pod_deleted(self, pod: Obj) -> None:
+        key = self._owner_key(pod)
+        if key:
+            self.expectations.deletion_observed(key, uid_of(pod))
+            self.queue.add(key)

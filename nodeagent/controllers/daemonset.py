@@ -14,8 +14,7 @@ from typing import Any
 
 from nodeagent.api.kinds import CONTROLLERREVISIONS, DAEMONSETS, NODES, PODS
 from nodeagent.client.errors import AlreadyExists, NotFound
-from nodeagent.controllers.base import Context, Controller
-from nodeagent.controllers.expectations import Expectations
+from nodeagent.controllers.base import Context, PodOwnerController
 from nodeagent.controllers.objects import (
     controller_ref,
     deep,
@@ -100,49 +99,23 @@ def pod_node(pod: Obj) -> str | None:
     return None
 
 
-class DaemonSetController(Controller):
+class DaemonSetController(PodOwnerController):
     name = "daemonset"
+    owner_kind = "DaemonSet"
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.recorder = ctx.recorder("daemonset-controller")
-        self.expectations = Expectations(ctx.clock)
         self.ds_inf = self.watch_primary(DAEMONSETS)
-        self.pods = ctx.informers.get(PODS)
+        self.pods = self.watch_owned_pods()
         self.nodes = ctx.informers.get(NODES)
         self.revs = ctx.informers.get(CONTROLLERREVISIONS)
-        self.pods.add_handlers(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
         self.nodes.add_handlers(on_add=self._all, on_update=lambda o, n: self._all(n) if o is not n else None,
                                 on_delete=self._all)
 
     def _all(self, _node: Obj) -> None:
         for ds in self.ds_inf.list():
             self.enqueue(ds)
-
-    def _owner_key(self, pod: Obj) -> str | None:
-        ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != "DaemonSet":
-            return None
-        return f"{namespace_of(pod)}/{ref.get('name')}"
-
-    def _pod_added(self, pod: Obj) -> None:
-        key = self._owner_key(pod)
-        if key:
-            self.expectations.creation_observed(key)
-            self.queue.add(key)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        key = self._owner_key(new)
-        if key:
-            if is_deleting(new):  # a graceful deletion counts as observed (upstream updatePod)
-                self.expectations.deletion_observed(key, uid_of(new))
-            self.queue.add(key)
-
-    def _pod_deleted(self, pod: Obj) -> None:
-        key = self._owner_key(pod)
-        if key:
-            self.expectations.deletion_observed(key, uid_of(pod))
-            self.queue.add(key)
 
     async def _ensure_revision(self, ds: Obj, h: str) -> None:
         name = f"{name_of(ds)}-{h}"

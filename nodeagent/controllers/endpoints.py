@@ -14,6 +14,7 @@ from nodeagent.api.kinds import ENDPOINTS, PODS, SERVICES
 from nodeagent.client.errors import AlreadyExists, NotFound
 from nodeagent.controllers.base import Context, Controller
 from nodeagent.controllers.endpoints_common import (
+    ServicePodHandlers,
     pod_hostname,
     publish_not_ready,
     resolved_ports,
@@ -59,7 +60,7 @@ def desired_subsets(svc: Obj, pods: list[Obj]) -> list[Obj]:
     return out
 
 
-class EndpointsController(Controller):
+class EndpointsController(Controller, ServicePodHandlers):
     name = "endpoint"
     workers = 2
 
@@ -70,18 +71,6 @@ class EndpointsController(Controller):
         self.eps = ctx.informers.get(ENDPOINTS)
         self.pods.add_handlers(on_add=self._pod_event, on_update=self._pod_updated, on_delete=self._pod_event)
         self.eps.add_handlers(on_delete=self._ep_deleted)
-
-    def _pod_event(self, pod: Obj) -> None:
-        ns = namespace_of(pod)
-        for svc in self.svc_inf.list():
-            sel = service_selector(svc)
-            if namespace_of(svc) == ns and sel and selects(sel, pod):
-                self.enqueue(svc)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        if old is not new and labels_of(old) != labels_of(new):
-            self._pod_event(old)
-        self._pod_event(new)
 
     def _ep_deleted(self, ep: Obj) -> None:
         key = f"{namespace_of(ep)}/{name_of(ep)}"

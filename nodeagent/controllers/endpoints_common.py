@@ -4,6 +4,7 @@ pod's address, conditions and resolved ports (pkg/controller/util/endpoint, endp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nodeagent.controllers.objects import (
@@ -24,6 +25,27 @@ def service_selector(svc: Obj) -> dict[str, str] | None:
     """None for a selector-less Service: its endpoints are someone else's (left alone)."""
     sel = (svc.get("spec") or {}).get("selector")
     return dict(sel) if sel else None
+
+
+class ServicePodHandlers:
+    """Pod handlers of the Endpoints and EndpointSlice controllers: a pod change wakes every Service
+    of its namespace that selects it, before and after a label change (endpoints_controller.go
+    updatePod). The controller provides `svc_inf` (the Services' informer) and `enqueue`."""
+
+    svc_inf: Any
+    enqueue: Callable[[Obj], None]
+
+    def _pod_event(self, pod: Obj) -> None:
+        ns = namespace_of(pod)
+        for svc in self.svc_inf.list():
+            sel = service_selector(svc)
+            if namespace_of(svc) == ns and sel and selects(sel, pod):
+                self.enqueue(svc)
+
+    def _pod_updated(self, old: Obj, new: Obj) -> None:
+        if old is not new and labels_of(old) != labels_of(new):
+            self._pod_event(old)
+        self._pod_event(new)
 
 
 def selects(selector: dict[str, str], pod: Obj) -> bool:

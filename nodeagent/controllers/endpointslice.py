@@ -17,6 +17,7 @@ from nodeagent.api.kinds import ENDPOINTSLICES, NODES, PODS, SERVICES
 from nodeagent.client.errors import NotFound
 from nodeagent.controllers.base import Context, Controller
 from nodeagent.controllers.endpoints_common import (
+    ServicePodHandlers,
     pod_address_family,
     pod_hostname,
     publish_not_ready,
@@ -105,7 +106,7 @@ def desired_slices(svc: Obj, pods: list[Obj], zones: dict[str, str]) -> list[tup
     return out
 
 
-class EndpointSliceController(Controller):
+class EndpointSliceController(Controller, ServicePodHandlers):
     name = "endpointslice"
     workers = 2
 
@@ -119,18 +120,6 @@ class EndpointSliceController(Controller):
         self.pods.add_handlers(on_add=self._pod_event, on_update=self._pod_updated, on_delete=self._pod_event)
         self.slices.add_handlers(on_add=self._slice_event, on_update=lambda _o, n: self._slice_event(n),
                                  on_delete=self._slice_event)
-
-    def _pod_event(self, pod: Obj) -> None:
-        ns = namespace_of(pod)
-        for svc in self.svc_inf.list():
-            sel = service_selector(svc)
-            if namespace_of(svc) == ns and sel and selects(sel, pod):
-                self.enqueue(svc)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        if old is not new and labels_of(old) != labels_of(new):
-            self._pod_event(old)
-        self._pod_event(new)
 
     def _slice_event(self, sl: Obj) -> None:
         labels = labels_of(sl)

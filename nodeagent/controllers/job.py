@@ -15,8 +15,7 @@ from typing import Any
 
 from nodeagent.api.kinds import JOBS, PODS
 from nodeagent.client.errors import NotFound
-from nodeagent.controllers.base import Context, Controller
-from nodeagent.controllers.expectations import Expectations
+from nodeagent.controllers.base import Context, PodOwnerController
 from nodeagent.controllers.objects import (
     controller_ref,
     deep,
@@ -45,44 +44,17 @@ def finished(job: Obj) -> str | None:
     return None
 
 
-class JobController(Controller):
+class JobController(PodOwnerController):
     name = "job"
+    owner_kind = "Job"
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.recorder = ctx.recorder("job-controller")
-        self.expectations = Expectations(ctx.clock)
         self.backoff_base = float(ctx.options.extra.get("job_backoff_base", BACKOFF_BASE))
         self._failures_seen: dict[str, tuple[int, float]] = {}  # job -> (failed count, when we saw it)
         self.jobs = self.watch_primary(JOBS)
-        self.pods = ctx.informers.get(PODS)
-        self.pods.add_handlers(on_add=self._pod_added, on_update=lambda _o, n: self._pod_changed(n),
-                               on_delete=self._pod_deleted)
-
-    def _owner_key(self, pod: Obj) -> str | None:
-        ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != "Job":
-            return None
-        return f"{namespace_of(pod)}/{ref.get('name')}"
-
-    def _pod_added(self, pod: Obj) -> None:
-        key = self._owner_key(pod)
-        if key:
-            self.expectations.creation_observed(key)
-            self.queue.add(key)
-
-    def _pod_changed(self, pod: Obj) -> None:
-        key = self._owner_key(pod)
-        if key:
-            if is_deleting(pod):  # a graceful deletion counts as observed (upstream updatePod)
-                self.expectations.deletion_observed(key, uid_of(pod))
-            self.queue.add(key)
-
-    def _pod_deleted(self, pod: Obj) -> None:
-        key = self._owner_key(pod)
-        if key:
-            self.expectations.deletion_observed(key, uid_of(pod))
-            self.queue.add(key)
+        self.pods = self.watch_owned_pods()
 
     async def reconcile(self, key: str) -> None:
         job = self.jobs.get(key)

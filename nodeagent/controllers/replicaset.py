@@ -14,8 +14,7 @@ from typing import Any
 
 from nodeagent.api.kinds import PODS, REPLICASETS
 from nodeagent.client.errors import AlreadyExists, ApiError, NotFound
-from nodeagent.controllers.base import Context, Controller
-from nodeagent.controllers.expectations import Expectations
+from nodeagent.controllers.base import Context, PodOwnerController
 from nodeagent.controllers.objects import (
     controller_ref,
     creation_time,
@@ -103,23 +102,16 @@ async def claim(client: Any, owner: Obj, owner_kind: Any, kind: Any, candidates:
     return owned
 
 
-class ReplicaSetController(Controller):
+class ReplicaSetController(PodOwnerController):
     name = "replicaset"
+    owner_kind = "ReplicaSet"
     workers = 2
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.recorder = ctx.recorder("replicaset-controller")
-        self.expectations = Expectations(ctx.clock)
         self.rs_inf = self.watch_primary(REPLICASETS)
-        self.pods = ctx.informers.get(PODS)
-        self.pods.add_handlers(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
-
-    def _owner_key(self, pod: Obj) -> str | None:
-        ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet":
-            return None
-        return f"{namespace_of(pod)}/{ref.get('name')}"
+        self.pods = self.watch_owned_pods()
 
     def _enqueue_matching(self, pod: Obj) -> None:
         """An orphan changed: any set in its namespace whose selector matches may adopt it."""
@@ -129,11 +121,8 @@ class ReplicaSetController(Controller):
                 self.enqueue(rs)
 
     def _pod_added(self, pod: Obj) -> None:
-        key = self._owner_key(pod)
-        if key:
-            self.expectations.creation_observed(key)
-            self.queue.add(key)
-        elif not is_deleting(pod):
+        super()._pod_added(pod)
+        if not self._owner_key(pod) and not is_deleting(pod):
             self._enqueue_matching(pod)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
@@ -152,12 +141,6 @@ class ReplicaSetController(Controller):
                     self.queue.add_after(k_new, mrs + 1)
         elif labels_of(old) != labels_of(new) or old is new:
             self._enqueue_matching(new)
-
-    def _pod_deleted(self, pod: Obj) -> None:
-        key = self._owner_key(pod)
-        if key:
-            self.expectations.deletion_observed(key, uid_of(pod))
-            self.queue.add(key)
 
     async def reconcile(self, key: str) -> None:
         rs = self.rs_inf.get(key)
