@@ -42,13 +42,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class Forwarder:
-    def __init__(self, netns: str, target_host: str, target_port: int) -> None:
+    def __init__(self, netns: str | None, target_host: str, target_port: int) -> None:
+        """netns None: connect from the caller's own namespace."""
         self.netns = netns
         self.target = (target_host, target_port)
 
     async def handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         try:
-            sock = await arun_in_netns(self.netns, _new_socket)
+            sock = await arun_in_netns(self.netns, _new_socket) if self.netns else _new_socket()
             try:
                 await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, self.target), 10)
             except (OSError, TimeoutError) as e:

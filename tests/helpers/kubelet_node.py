@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeagent import netns as netns_mod
+from nodeagent.cluster.forwarder import Forwarder
 from tests.helpers.apiserver import ApiServerProcess, free_port, start_apiserver
 from tests.helpers.netns import delete_netns, make_netns
 from tests.helpers.runtime_node import REFERENCE_CNI_BIN, Node, start_node, stop_node, write_bridge_conflist
@@ -42,25 +43,6 @@ def _listen_socket(port: int) -> socket.socket:
     return s
 
 
-def _client_socket() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    return s
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(OSError, RuntimeError):
-            if writer.can_write_eof():
-                writer.write_eof()
-
-
 class Forwarders:
     """TCP forwarders between namespaces on one background event loop."""
 
@@ -73,20 +55,7 @@ class Forwarders:
     def add(self, listen_ns: str | None, port: int, target_ns: str | None, target_port: int) -> None:
         lsock = netns_mod.run_in_netns(listen_ns, _listen_socket, port) if listen_ns else _listen_socket(port)
 
-        async def handle(c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
-            sock = netns_mod.run_in_netns(target_ns, _client_socket) if target_ns else _client_socket()
-            try:
-                await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", target_port)), 10)
-            except (OSError, TimeoutError):
-                sock.close()
-                c_writer.close()
-                return
-            u_reader, u_writer = await asyncio.open_connection(sock=sock)
-            try:
-                await asyncio.gather(_pipe(c_reader, u_writer), _pipe(u_reader, c_writer))
-            finally:
-                u_writer.close()
-                c_writer.close()
+        handle = Forwarder(target_ns, "127.0.0.1", target_port).handle
 
         async def serve() -> asyncio.Server:
             return await asyncio.start_server(handle, sock=lsock)

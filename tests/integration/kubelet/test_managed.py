@@ -5,29 +5,25 @@ left running and its pods, restarting nothing."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from nodeagent.api.kinds import PODS
-from nodeagent.client import Client, ClientConfig
+from nodeagent.client import Client
 from tests.helpers.kubelet_node import KubeletNode, start_managed_kubelet_node, stop_kubelet_node, wait_until
 
 
 @pytest.fixture(scope="module")
-def mkn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeletNode]:
+def kn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeletNode]:
+    """Overrides conftest's node: this module's kubelet starts its own containerd (conftest's
+    `client` fixture then talks to this node's apiserver)."""
     node = start_managed_kubelet_node(tmp_path_factory.mktemp("klm"))
     try:
         yield node
     finally:
         stop_kubelet_node(node)
-
-
-@pytest.fixture
-async def client(mkn: KubeletNode) -> AsyncIterator[Client]:
-    async with Client(ClientConfig.from_kubeconfig(mkn.api.kubeconfig)) as c:
-        yield c
 
 
 async def _ready_pod(client: Client, name: str) -> dict[str, Any] | None:
@@ -36,25 +32,25 @@ async def _ready_pod(client: Client, name: str) -> dict[str, Any] | None:
     return p if ok else None
 
 
-async def test_managed_containerd_survives_kubelet_kill9(mkn: KubeletNode, client: Client) -> None:
+async def test_managed_containerd_survives_kubelet_kill9(kn: KubeletNode, client: Client) -> None:
     from nodeagent.runtime.cri import RuntimeClient
 
     name = f"m-{secrets.token_hex(3)}"
     await client.create(PODS, {"metadata": {"name": name, "namespace": "default"},
-                               "spec": {"nodeName": mkn.name, "terminationGracePeriodSeconds": 1,
+                               "spec": {"nodeName": kn.name, "terminationGracePeriodSeconds": 1,
                                         "containers": [{"name": "c", "image": "nodeagent.local/toolbox:1",
                                                         "command": ["sleep", "3600"]}]}})
-    before = await wait_until(lambda: _ready_pod(client, name), timeout=120, what="pod Ready", kn=mkn)
+    before = await wait_until(lambda: _ready_pod(client, name), timeout=120, what="pod Ready", kn=kn)
     assert before["status"]["podIP"].startswith("10.198.0.")
     cid = before["status"]["containerStatuses"][0]["containerID"]
 
-    mkn.kill9()
-    mkn.start_kubelet()
-    async with RuntimeClient(mkn.endpoint) as rt:
+    kn.kill9()
+    kn.start_kubelet()
+    async with RuntimeClient(kn.endpoint) as rt:
         # the restarted kubelet adopted the running containerd: same pod, same container, one sandbox
         async def re_reported() -> bool:
-            return "adopting the running managed containerd" in mkn.log_tail(20000)
-        await wait_until(re_reported, what="containerd adopted", kn=mkn)
+            return "adopting the running managed containerd" in kn.log_tail(20000)
+        await wait_until(re_reported, what="containerd adopted", kn=kn)
         uid = before["metadata"]["uid"]
         # watch the runtime through the new kubelet's first syncs: nothing is recreated or restarted
         import asyncio
@@ -64,7 +60,7 @@ async def test_managed_containerd_survives_kubelet_kill9(mkn: KubeletNode, clien
             assert len(sandboxes) == 1
             assert [f"containerd://{c.id}" for c in containers] == [cid]
             await asyncio.sleep(0.3)
-    after = await wait_until(lambda: _ready_pod(client, name), what="pod Ready after restart", kn=mkn)
+    after = await wait_until(lambda: _ready_pod(client, name), what="pod Ready after restart", kn=kn)
     assert after["status"]["containerStatuses"][0]["containerID"] == cid
     assert after["status"]["containerStatuses"][0]["restartCount"] == 0
     await client.delete(PODS, name, namespace="default")
