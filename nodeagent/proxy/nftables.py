@@ -42,13 +42,13 @@ import hashlib
 import logging
 import re
 import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
 from nodeagent.proxy.backend import ProxyState, SyncResult
+from nodeagent.proxy.loader import stream_to
 from nodeagent.proxy.model import Endpoint, ServicePort, ServicePortName, categorize
 from nodeagent.proxy.nft_slots import MIN_RANGE, SlotAllocator
 
@@ -71,23 +71,7 @@ class NftError(RuntimeError):
 def run_nft(text: str | Iterable[str]) -> None:
     """`nft -f -` with the input streamed on stdin (nft parses while we render); the whole
     input is one transaction."""
-    chunks = [text] if isinstance(text, str) else text
-    with tempfile.TemporaryFile() as errf:
-        proc = subprocess.Popen(["nft", "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf)
-        assert proc.stdin is not None
-        try:
-            for chunk in chunks:
-                proc.stdin.write(chunk.encode())
-        except BrokenPipeError:
-            pass  # nft failed early; its exit status and stderr say why
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            rc = proc.wait()
-        errf.seek(0)
-        err = errf.read().decode(errors="replace").strip()
+    rc, err = stream_to(["nft", "-f", "-"], text)
     if rc != 0:
         raise NftError(f"nft -f failed (exit {rc}): {err}; nothing was changed (the input is one transaction)")
 

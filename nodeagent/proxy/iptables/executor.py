@@ -20,9 +20,10 @@ is atomic only there.
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Protocol
+
+from nodeagent.proxy.loader import stream_to
 
 RESTORE = "iptables-legacy-restore"
 SAVE = "iptables-legacy-save"
@@ -101,25 +102,8 @@ class LegacyExecutor:
 
     def restore(self, text: str | Iterable[str], noflush: bool = True) -> None:
         argv = [self.restore_cmd, "-w"] + (["--noflush"] if noflush else [])
-        chunks = [text] if isinstance(text, str) else text
-        with tempfile.TemporaryFile() as errf:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf)
-            assert proc.stdin is not None
-            try:
-                for chunk in chunks:  # restore handles each line as it arrives: render overlaps it
-                    proc.stdin.write(chunk.encode())
-            except BrokenPipeError:
-                pass  # it failed early; its exit status and stderr say why
-            finally:
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-                rc = proc.wait()
-            errf.seek(0)
-            stderr = errf.read()
+        rc, err = stream_to(argv, text)
         if rc != 0:
-            err = stderr.decode(errors="replace").strip()
             raise IptablesError(f"{' '.join(argv)} failed (exit {rc}): {err}; "
                                 f"the rules were not changed (restore is atomic per table)")
 
