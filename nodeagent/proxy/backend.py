@@ -20,6 +20,8 @@ class ProxyState:
     endpoints: dict[ServicePortName, tuple[Endpoint, ...]]
     node: NodeInfo
     cluster_cidr: str | None = None
+    # --nodeport-addresses: CIDRs whose local addresses accept NodePorts (empty: every local address)
+    nodeport_addresses: tuple[str, ...] = ()
     _by_service: dict[str, list[ServicePortName]] | None = field(default=None, repr=False)
 
     def ports_of(self, svc: str) -> list[ServicePortName]:

@@ -38,6 +38,9 @@ def register(subparsers: Any) -> None:
                         "at 5k+ Services, full syncs split into several transactions)")
     p.add_argument("--cluster-cidr", default="10.244.0.0/16",
                    help="pod CIDR of the cluster; traffic to a Service from outside it is masqueraded ('' = none)")
+    p.add_argument("--nodeport-addresses", type=_cidr_list, default=(),
+                   help="comma-separated IPv4 CIDRs: NodePorts are accepted only on this node's addresses inside them "
+                        "(default: every local address, as upstream)")
     p.add_argument("--metrics-port", type=int, default=10249, help="0 = off")
     p.add_argument("--metrics-bind-address", default="127.0.0.1")
     p.add_argument("--healthz-port", type=int, default=10256, help="0 = off")
@@ -47,6 +50,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cleanup", action="store_true",
                    help="remove every rule, chain, table and virtual server of every mode, then exit")
     p.set_defaults(func=main)
+
+
+def _cidr_list(text: str) -> tuple[str, ...]:
+    import ipaddress
+
+    out = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        try:
+            net = ipaddress.ip_network(part, strict=False)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"--nodeport-addresses: {e}") from None
+        if net.version != 4:
+            raise argparse.ArgumentTypeError(f"--nodeport-addresses: {part} is not IPv4 (this proxy is IPv4 only)")
+        out.append(str(net))
+    return tuple(out)
 
 
 def cleanup_all(keep: str | None = None, iptables_backend: str = DEFAULT_BACKEND) -> list[str]:
@@ -141,7 +159,7 @@ async def main(args: argparse.Namespace) -> int:
     health = Health(timeout=2 * args.sync_period)
     proxier = Proxier(backend, args.node_name, args.cluster_cidr or None, metrics=metrics,
                       conntrack=ConntrackCleaner(), min_sync_period=args.min_sync_period,
-                      sync_period=args.sync_period, health=health)
+                      sync_period=args.sync_period, health=health, nodeport_addresses=args.nodeport_addresses)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

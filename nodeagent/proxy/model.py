@@ -50,6 +50,10 @@ class ServicePort:
     session_affinity_seconds: int = 0  # 0 = no ClientIP affinity
     external_policy_local: bool = False  # externalTrafficPolicy: Local (NodePort/LoadBalancer only)
     internal_policy_local: bool = False  # internalTrafficPolicy: Local
+    # LoadBalancer only: client CIDRs allowed to reach the load-balancer IPs (spec.loadBalancerSourceRanges)
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    # LoadBalancer with externalTrafficPolicy Local: the port the proxy answers health checks on
+    health_check_node_port: int = 0
 
     @property
     def proto(self) -> str:
@@ -90,6 +94,16 @@ def _is_ipv4(ip: str) -> bool:
         return False
 
 
+def _cidr(text: str) -> str:
+    """An IPv4 CIDR in canonical form ("10.0.0.1/8" -> "10.0.0.0/8"), "" for anything else
+    (upstream ignores source ranges it cannot parse, and IPv6 ones in an IPv4 proxier)."""
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return ""
+    return str(net) if isinstance(net, ipaddress.IPv4Network) else ""
+
+
 def service_ports(svc: dict[str, Any]) -> dict[ServicePortName, ServicePort]:
     """The service ports of a Service object; empty for headless, ExternalName and IPv6-only ones
     (upstream skips them too: there is no virtual IP to program)."""
@@ -112,9 +126,15 @@ def service_ports(svc: dict[str, Any]) -> dict[ServicePortName, ServicePort]:
         affinity = int(cfg.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT)
     external_ips = tuple(ip for ip in spec.get("externalIPs") or [] if _is_ipv4(ip))
     lb_ips: tuple[str, ...] = ()
+    source_ranges: tuple[str, ...] = ()
+    health_check_port = 0
+    external_local = external_capable and (spec.get("externalTrafficPolicy") or "Cluster") == "Local"
     if svc_type == "LoadBalancer":
         ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         lb_ips = tuple(i["ip"] for i in ingress if i.get("ip") and _is_ipv4(i["ip"]))
+        source_ranges = tuple(sorted({_cidr(r) for r in spec.get("loadBalancerSourceRanges") or []} - {""}))
+        if external_local:
+            health_check_port = int(spec.get("healthCheckNodePort") or 0)
     out: dict[ServicePortName, ServicePort] = {}
     for p in spec.get("ports") or []:
         proto = p.get("protocol") or "TCP"
@@ -128,9 +148,10 @@ def service_ports(svc: dict[str, Any]) -> dict[ServicePortName, ServicePort]:
             external_ips=external_ips,
             load_balancer_ips=lb_ips,
             session_affinity_seconds=affinity,
-            external_policy_local=external_capable
-            and (spec.get("externalTrafficPolicy") or "Cluster") == "Local",
+            external_policy_local=external_local,
             internal_policy_local=(spec.get("internalTrafficPolicy") or "Cluster") == "Local",
+            load_balancer_source_ranges=source_ranges,
+            health_check_node_port=health_check_port,
         )
     return out
 

@@ -54,9 +54,11 @@ class Proxier:
     def __init__(self, backend: Backend, node_name: str, cluster_cidr: str | None = None,
                  metrics: ProxyMetrics | None = None, conntrack: ConntrackCleaner | None = None,
                  min_sync_period: float = 1.0, sync_period: float = 30.0,
-                 health: Health | None = None, wall_clock: Callable[[], float] = time.time) -> None:
+                 health: Health | None = None, wall_clock: Callable[[], float] = time.time,
+                 nodeport_addresses: tuple[str, ...] = ()) -> None:
         self.backend = backend
         self.cluster_cidr = cluster_cidr
+        self.nodeport_addresses = nodeport_addresses
         self.metrics = metrics or ProxyMetrics()
         self.conntrack = conntrack
         self.min_sync_period = min_sync_period
@@ -120,7 +122,7 @@ class Proxier:
         """The applied maps themselves, not copies (O(1) per sync at 10k Services): back ends only
         read them, and only this loop, under the sync lock, changes them."""
         return ProxyState(self.svc_map.ports, self.ep_map.endpoints, self.node, self.cluster_cidr,
-                          self.svc_map.by_service)
+                          nodeport_addresses=self.nodeport_addresses, _by_service=self.svc_map.by_service)
 
     # -- one sync (blocking; call from a worker thread) ---------------------------------------
     def sync_once(self, force_full: bool = False) -> bool:
