@@ -6,6 +6,13 @@ them to a real server; node ports become one virtual server per node IP. IPVS do
 by itself, so iptables rules (no ipset: plain rules per service) mark off-cluster and node-port
 traffic for masquerade, and masquerade hairpin traffic (an endpoint reaching itself).
 
+loadBalancerSourceRanges as upstream's IPVS proxier, minus its ipsets: filter INPUT/FORWARD ->
+KUBE-PROXY-FIREWALL sends each filtered LB IP:port (its KUBE-LOAD-BALANCER-FW set) to
+KUBE-SOURCE-RANGES-FIREWALL, which RETURNs the allowed sources (KUBE-LOAD-BALANCER-SOURCE-CIDR, and
+-SOURCE-IP: the LB IP itself when a range holds a node IP) and DROPs the rest. The filter table sees
+the packet before IPVS does (IPVS hooks LOCAL_IN after it), still addressed to the LB IP.
+--nodeport-addresses, as upstream, chooses the node IPs that get node-port virtual servers.
+
 The netlink calls sit behind `IpvsNetlink` so the logic is tested with a fake; this kernel has no
 IP_VS (docs: ENVIRONMENT.md), the live test skips where /proc/net/ip_vs is absent.
 """
@@ -21,6 +28,7 @@ from typing import Protocol
 from nodeagent.proxy.backend import ProxyState, SyncResult
 from nodeagent.proxy.iptables import names as n
 from nodeagent.proxy.iptables.executor import Executor
+from nodeagent.proxy.iptables.proxier import cleanup_iptables, ips_in
 from nodeagent.proxy.model import Endpoint, ServicePort, categorize
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,11 @@ IP_VS_SVC_F_PERSISTENT = 0x1
 FWD_MASQ = 0  # IP_VS_CONN_F_MASQ: NAT to the real server
 MASQ_MARK = "0x4000"
 IPVS_CHAINS = (n.KUBE_SERVICES, n.KUBE_NODEPORTS, n.KUBE_POSTROUTING, n.KUBE_MARK_MASQ)
+IPVS_FILTER_CHAINS = (n.KUBE_PROXY_FIREWALL, n.KUBE_SOURCE_RANGES_FIREWALL)
+# as upstream's IPVS jumps, with no conntrack match: every packet is checked, so narrowing the
+# source ranges cuts established connections too
+FIREWALL_JUMP: dict[str, object] = {"comment": {"comment": "kube-proxy firewall rules"},
+                                    "target": n.KUBE_PROXY_FIREWALL}
 
 
 @dataclass(frozen=True, order=True)
@@ -292,16 +305,46 @@ class IpvsBackend:
         idx = out.index(f"-A {n.KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN")
         out[idx:idx] = hairpin
         out.append("COMMIT")
+        out += self.render_firewall(state)
         return "\n".join(out) + "\n"
+
+    @staticmethod
+    def render_firewall(state: ProxyState) -> list[str]:
+        """The filter table's source-range rules. Upstream matches ipsets; without ipset each set
+        entry becomes one rule: (LB IP, port) in KUBE-PROXY-FIREWALL, (LB IP, port, source) in
+        KUBE-SOURCE-RANGES-FIREWALL."""
+        out = ["*filter"] + [f":{c} - [0:0]" for c in IPVS_FILTER_CHAINS]
+        allowed: list[str] = []
+        for spn in sorted(state.services):
+            sp = state.services[spn]
+            if not sp.load_balancer_source_ranges:
+                continue
+            # the LB IP is an allowed source too when a range holds the node (upstream allowFromNode)
+            from_node = bool(ips_in(sp.load_balancer_source_ranges, state.node.ips))
+            for ip in sp.load_balancer_ips:
+                dst = f"-m {sp.proto} -p {sp.proto} -d {ip} --dport {sp.port}"
+                out.append(f'-A {n.KUBE_PROXY_FIREWALL} -m comment --comment "{spn} loadbalancer IP" {dst} '
+                           f"-j {n.KUBE_SOURCE_RANGES_FIREWALL}")
+                sources = [*sp.load_balancer_source_ranges, *([ip] if from_node else [])]
+                allowed += [f'-A {n.KUBE_SOURCE_RANGES_FIREWALL} -m comment --comment "{spn} loadbalancer '
+                            f'source range" {dst} -s {src} -j RETURN' for src in sources]
+        out += allowed
+        out.append(f"-A {n.KUBE_SOURCE_RANGES_FIREWALL} -j DROP")
+        out.append("COMMIT")
+        return out
 
     def _ensure_iptables_base(self) -> None:
         for chain in IPVS_CHAINS:
             self.ipt.ensure_chain("nat", chain)
+        for chain in IPVS_FILTER_CHAINS:
+            self.ipt.ensure_chain("filter", chain)
         for table, chain, rule in (
             ("nat", "POSTROUTING", {"comment": {"comment": "kubernetes postrouting rules"},
                                     "target": n.KUBE_POSTROUTING}),
             ("nat", "OUTPUT", {"comment": {"comment": "kubernetes service portals"}, "target": n.KUBE_SERVICES}),
             ("nat", "PREROUTING", {"comment": {"comment": "kubernetes service portals"}, "target": n.KUBE_SERVICES}),
+            ("filter", "INPUT", FIREWALL_JUMP),
+            ("filter", "FORWARD", FIREWALL_JUMP),
         ):
             self.ipt.ensure_rule(table, chain, rule)
 
@@ -309,8 +352,11 @@ class IpvsBackend:
         """Reconcile the kernel with the desired virtual servers (a diff against a dump, so always
         complete and cheap), then the addresses on kube-ipvs0, then the masquerade rules."""
         desired: dict[VirtualServer, set[RealServer]] = {}
+        # --nodeport-addresses: node ports only on the node IPs inside them (upstream GetNodeIPs;
+        # the Node's addresses here, as without the flag)
+        nodeport_ips = ips_in(state.nodeport_addresses, state.node.ips) if state.nodeport_addresses else state.node.ips
         for spn in sorted(state.services):
-            desired.update(desired_servers(state.services[spn], state.endpoints.get(spn, ()), state.node.ips))
+            desired.update(desired_servers(state.services[spn], state.endpoints.get(spn, ()), nodeport_ips))
         by_key = {vs.key: vs for vs in desired}
         current = {vs.key: vs for vs in self.nl.list_services()}
         for key, vs in current.items():
@@ -345,6 +391,7 @@ class IpvsBackend:
 
     def cleanup(self) -> None:
         cleanup_ipvs(self.nl)
+        cleanup_iptables(self.ipt)  # the masquerade and firewall chains
 
 
 def cleanup_ipvs(nl: IpvsNetlink) -> None:

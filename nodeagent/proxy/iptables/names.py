@@ -19,10 +19,15 @@ KUBE_POSTROUTING = "KUBE-POSTROUTING"
 KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
 KUBE_FORWARD = "KUBE-FORWARD"
 KUBE_CANARY = "KUBE-PROXY-CANARY"
+# filter: drops new connections to a load-balancer IP that its KUBE-FW-<h> chain left without DNAT
+# (a source outside loadBalancerSourceRanges)
+KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
+# IPVS mode only: the source-range check KUBE-PROXY-FIREWALL jumps to (upstream pkg/proxy/ipvs)
+KUBE_SOURCE_RANGES_FIREWALL = "KUBE-SOURCE-RANGES-FIREWALL"
 
 # chains a sync rewrites completely every time
 NAT_STATIC = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
-FILTER_STATIC = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD)
+FILTER_STATIC = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL)
 # prefixes of per-service chains; anything with them that is not active is stale
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
 
@@ -48,6 +53,11 @@ def svl_chain(spn: str, protocol: str) -> str:
 
 def ext_chain(spn: str, protocol: str) -> str:
     return "KUBE-EXT-" + port_proto_hash(spn, protocol)
+
+
+def fw_chain(spn: str, protocol: str) -> str:
+    """The per-service-port loadBalancerSourceRanges chain (upstream serviceFirewallChainName)."""
+    return "KUBE-FW-" + port_proto_hash(spn, protocol)
 
 
 @cache

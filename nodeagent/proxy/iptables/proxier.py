@@ -4,13 +4,19 @@ Layout (upstream pkg/proxy/iptables/proxier.go, so `iptables-save` reads as user
 
   nat PREROUTING, OUTPUT -> KUBE-SERVICES: one rule per service port's cluster IP / external IP
       -> KUBE-SVC-<h> (or KUBE-SVL-<h> for internalTrafficPolicy Local, KUBE-EXT-<h> for external
-      destinations); the last rule sends local destinations to KUBE-NODEPORTS.
+      destinations); the last rule sends local destinations to KUBE-NODEPORTS (with
+      --nodeport-addresses, one such rule per CIDR: `-d CIDR -m addrtype --dst-type LOCAL`).
   KUBE-SVC-<h>: masquerade off-cluster sources, then one rule per endpoint, the i-th of n with
       `-m statistic --mode random --probability 1/(n-i)` and the last without (a uniform pick).
   KUBE-SEP-<h>: mark hairpin traffic (source is the endpoint) for masquerade, DNAT to ip:port.
   nat POSTROUTING -> KUBE-POSTROUTING: masquerade packets carrying mark 0x4000 (KUBE-MARK-MASQ).
   filter KUBE-SERVICES / KUBE-EXTERNAL-SERVICES: REJECT services with no endpoints (DROP when only
       the Local policy leaves none).
+  loadBalancerSourceRanges: KUBE-SERVICES sends a load-balancer IP to KUBE-FW-<h> (nat) instead of
+      KUBE-EXT-<h>; it jumps to KUBE-EXT-<h> for each allowed source range (and for the LB IP
+      itself as source when a range holds a node IP), so only allowed packets are DNATed. filter
+      KUBE-PROXY-FIREWALL (from INPUT, FORWARD, OUTPUT, new connections) DROPs what still goes to
+      the LB IP: everyone else. NodePorts and cluster IPs are not filtered, as upstream.
 
 A sync writes the static chains and KUBE-SERVICES/KUBE-NODEPORTS in full (a partial sync skips
 them when no line of theirs changed, e.g. only endpoints did); per-service chains only for
@@ -21,9 +27,11 @@ split into several restores (split_full_sync: iptables-nft-restore is quadratic 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from nodeagent.proxy.backend import ProxyState, SyncResult
 from nodeagent.proxy.iptables import names as n
@@ -36,10 +44,16 @@ MASQ_MARK = "0x4000"
 NODEPORTS_COMMENT = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
 
 # Jumps from the built-in chains, ensured one by one with python-iptables (upstream iptablesJumpChains).
+# Listed in each chain's order: upstream's firewall jump comes first in INPUT, FORWARD and OUTPUT.
+FIREWALL_JUMP: dict[str, object] = {"conntrack": {"ctstate": "NEW"},
+                                    "comment": {"comment": "kubernetes load balancer firewall"},
+                                    "target": n.KUBE_PROXY_FIREWALL}
 JUMPS: tuple[tuple[str, str, dict[str, object]], ...] = (
+    ("filter", "INPUT", FIREWALL_JUMP),
     ("filter", "INPUT", {"conntrack": {"ctstate": "NEW"},
                          "comment": {"comment": "kubernetes externally-visible service portals"},
                          "target": n.KUBE_EXTERNAL_SERVICES}),
+    ("filter", "FORWARD", FIREWALL_JUMP),
     ("filter", "FORWARD", {"comment": {"comment": "kubernetes forwarding rules"}, "target": n.KUBE_FORWARD}),
     ("filter", "FORWARD", {"conntrack": {"ctstate": "NEW"},
                            "comment": {"comment": "kubernetes service portals"},
@@ -47,6 +61,7 @@ JUMPS: tuple[tuple[str, str, dict[str, object]], ...] = (
     ("filter", "FORWARD", {"conntrack": {"ctstate": "NEW"},
                            "comment": {"comment": "kubernetes externally-visible service portals"},
                            "target": n.KUBE_EXTERNAL_SERVICES}),
+    ("filter", "OUTPUT", FIREWALL_JUMP),
     ("filter", "OUTPUT", {"conntrack": {"ctstate": "NEW"},
                           "comment": {"comment": "kubernetes service portals"},
                           "target": n.KUBE_SERVICES}),
@@ -79,12 +94,37 @@ class _ServiceRender:
     nat_nodeports: list[str] = field(default_factory=list)
     filter_services: list[str] = field(default_factory=list)
     filter_external: list[str] = field(default_factory=list)
+    filter_firewall: list[str] = field(default_factory=list)  # KUBE-PROXY-FIREWALL
     chains: dict[str, list[str]] = field(default_factory=dict)  # nat chain -> its rules
 
 
 def _shared_lines(r: _ServiceRender) -> tuple[list[str], ...]:
     """The lines a service port puts in the shared chains (KUBE-SERVICES and friends)."""
-    return (r.nat_services, r.nat_nodeports, r.filter_services, r.filter_external)
+    return (r.nat_services, r.nat_nodeports, r.filter_services, r.filter_external, r.filter_firewall)
+
+
+def nodeport_destinations(nodeport_addresses: tuple[str, ...]) -> tuple[str, ...]:
+    """The destination matches of "a NodePort of this node": any local address, or with
+    --nodeport-addresses a local address inside each CIDR. Upstream lists the node's addresses in
+    the CIDRs one by one; `-d CIDR` plus addrtype LOCAL accepts the same packets and stays right
+    when an address comes or goes, with no re-sync."""
+    if not nodeport_addresses:
+        return ("-m addrtype --dst-type LOCAL",)
+    return tuple(f"-d {cidr} -m addrtype --dst-type LOCAL" for cidr in nodeport_addresses)
+
+
+def ips_in(cidrs: tuple[str, ...], ips: tuple[str, ...]) -> tuple[str, ...]:
+    """The IPs (in their order) inside any of the CIDRs; an unparsable IP is in none."""
+    nets = [ipaddress.ip_network(c) for c in cidrs]
+    out = []
+    for ip in ips:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        if any(addr in net for net in nets):
+            out.append(ip)
+    return tuple(out)
 
 
 def _endpoint_jumps(chain: str, sp: ServicePort, eps: list[Endpoint], out: list[str], large: bool) -> None:
@@ -108,13 +148,45 @@ def _endpoint_jumps(chain: str, sp: ServicePort, eps: list[Endpoint], out: list[
             out.append(f"-A {chain}{comment(e)} -j {sep}")
 
 
+class _Inputs(NamedTuple):
+    """What every port's text depends on besides its own (a change re-renders them all)."""
+
+    cluster_cidr: str | None
+    large: bool  # comment mode (LARGE_CLUSTER_ENDPOINTS)
+    node_ips: tuple[str, ...]  # loadBalancerSourceRanges' allowFromNode
+    nodeport_addresses: tuple[str, ...]
+
+
 # Above this many endpoints in all, per-endpoint rules carry no comment (upstream's
 # largeClusterEndpointsThreshold): comments are 40% of the text and restore time grows with it.
 LARGE_CLUSTER_ENDPOINTS = 1000
 
 
+def _firewall(sp: ServicePort, ext: str, node_ips: tuple[str, ...], r: _ServiceRender) -> str:
+    """loadBalancerSourceRanges, as upstream: KUBE-FW-<h> (nat) passes allowed sources on to
+    KUBE-EXT-<h> (so they are DNATed to an endpoint); anything else leaves the chain still
+    addressed to the LB IP, and KUBE-PROXY-FIREWALL (filter) drops exactly that. Returns the chain
+    KUBE-SERVICES sends the LB IPs to."""
+    spn, proto = str(sp.name), sp.proto
+    fw = n.fw_chain(spn, proto)
+    head = f'-A {fw} -m comment --comment "{spn} loadbalancer IP"'
+    rules = [f"{head} -s {cidr} -j {ext}" for cidr in sp.load_balancer_source_ranges]
+    if ips_in(sp.load_balancer_source_ranges, node_ips):
+        # a range holds the node: then the LB IP is an allowed source too, as a VIP-style load
+        # balancer often puts its IP on the node, and the node's own request to it then leaves
+        # with the LB IP as source (upstream allowFromNode)
+        rules += [f"{head} -s {ip} -j {ext}" for ip in sp.load_balancer_ips]
+    # no target (a counter only): it says in iptables-save where the rest goes
+    rules.append(f'-A {fw} -m comment --comment "other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"')
+    r.chains[fw] = rules
+    r.filter_firewall += [f'-A {n.KUBE_PROXY_FIREWALL} -m comment --comment "{spn} traffic not accepted by {fw}" '
+                          f"-m {proto} -p {proto} -d {ip} --dport {sp.port} -j DROP" for ip in sp.load_balancer_ips]
+    return fw
+
+
 def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cidr: str | None,
-                   large: bool = False) -> _ServiceRender:
+                   large: bool = False, node_ips: tuple[str, ...] = (),
+                   nodeport_addresses: tuple[str, ...] = ()) -> _ServiceRender:
     """All rules of one service port (pure: same input, same text)."""
     r = _ServiceRender()
     spn = str(sp.name)
@@ -146,11 +218,16 @@ def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cid
     # external destinations: external IPs, load-balancer IPs, node ports -> KUBE-EXT-<h>
     if sp.externally_accessible:
         comment, target = no_endpoints(sp.external_policy_local)
-        for kind, ips in (("external IP", sp.external_ips), ("loadbalancer IP", sp.load_balancer_ips)):
+        # with loadBalancerSourceRanges the LB IPs go through KUBE-FW-<h> first (upstream
+        # usesFWChain); without endpoints KUBE-EXTERNAL-SERVICES below turns them all away anyway
+        lb_chain = (_firewall(sp, ext, node_ips, r)
+                    if external_eps and sp.load_balancer_ips and sp.load_balancer_source_ranges else ext)
+        for kind, ips, chain in (("external IP", sp.external_ips, ext),
+                                 ("loadbalancer IP", sp.load_balancer_ips, lb_chain)):
             for ip in ips:
                 if external_eps:
                     r.nat_services.append(f'-A {n.KUBE_SERVICES} -m comment --comment "{spn} {kind}" {match} '
-                                          f"-d {ip} --dport {sp.port} -j {ext}")
+                                          f"-d {ip} --dport {sp.port} -j {chain}")
                 else:
                     r.filter_external.append(f"-A {n.KUBE_EXTERNAL_SERVICES} -m comment --comment {comment} "
                                              f"{match} -d {ip} --dport {sp.port} -j {target}")
@@ -159,8 +236,10 @@ def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cid
                 r.nat_nodeports.append(f"-A {n.KUBE_NODEPORTS} -m comment --comment {spn} {match} "
                                        f"--dport {sp.node_port} -j {ext}")
             else:
-                r.filter_external.append(f"-A {n.KUBE_EXTERNAL_SERVICES} -m comment --comment {comment} "
-                                         f"-m addrtype --dst-type LOCAL {match} --dport {sp.node_port} -j {target}")
+                # only where the node port is served: a local process may own the port elsewhere
+                r.filter_external += [f"-A {n.KUBE_EXTERNAL_SERVICES} -m comment --comment {comment} "
+                                      f"{dst} {match} --dport {sp.node_port} -j {target}"
+                                      for dst in nodeport_destinations(nodeport_addresses)]
         if external_eps:
             rules: list[str] = []
             if sp.external_policy_local:
@@ -222,9 +301,8 @@ class IptablesBackend:
         self.last_transactions: list[str] = []  # the restores of the last split full sync
         # render_service is pure: keep each service port's text while its inputs are unchanged, so
         # a partial sync costs O(changed) rendering plus joining the shared chains
-        self._cache: dict[ServicePortName, tuple[ServicePort, tuple[Endpoint, ...], tuple[str | None, bool],
-                                                 _ServiceRender]] = {}
-        self._inputs: tuple[str | None, bool] = (None, False)
+        self._cache: dict[ServicePortName, tuple[ServicePort, tuple[Endpoint, ...], _Inputs, _ServiceRender]] = {}
+        self._inputs = _Inputs(None, False, (), ())
         self._pos: dict[ServicePortName, int] = {}  # place of each port in the (sorted) output
         self._ordered: list[_ServiceRender] = []  # the renders in that order
         self._ports_by_service: dict[str, list[ServicePortName]] = {}
@@ -255,16 +333,15 @@ class IptablesBackend:
 
     # -- rendering -----------------------------------------------------------------------------
     @staticmethod
-    def _global_inputs(state: ProxyState) -> tuple[str | None, bool]:
-        """What every port's text depends on besides its own: the cluster CIDR, comment mode."""
-        return state.cluster_cidr, sum(len(e) for e in state.endpoints.values()) > LARGE_CLUSTER_ENDPOINTS
+    def _global_inputs(state: ProxyState) -> _Inputs:
+        return _Inputs(state.cluster_cidr, sum(len(e) for e in state.endpoints.values()) > LARGE_CLUSTER_ENDPOINTS,
+                       state.node.ips, state.nodeport_addresses)
 
     def _update_renders(self, state: ProxyState, changed: set[str] | None) -> set[ServicePortName]:
         """Bring the per-service-port render cache up to `state`; returns the ports re-rendered or
         removed. render_service is pure, so a port whose inputs are unchanged keeps its text: a
         partial sync costs O(changed) rendering plus joining the shared chains."""
         inputs = self._global_inputs(state)
-        large = inputs[1]
         if changed is None or inputs != self._inputs:
             candidates: set[ServicePortName] = set(state.services) | set(self._cache)
         else:
@@ -283,7 +360,7 @@ class IptablesBackend:
             hit = self._cache.get(spn)
             if hit is not None and hit[0] == sp and hit[1] == eps and hit[2] == inputs:
                 continue
-            r = render_service(sp, eps, state.cluster_cidr, large)
+            r = render_service(sp, eps, inputs.cluster_cidr, inputs.large, inputs.node_ips, inputs.nodeport_addresses)
             if hit is None or _shared_lines(hit[3]) != _shared_lines(r):
                 self._shared_changed = True
             self._cache[spn] = (sp, eps, inputs, r)
@@ -322,6 +399,7 @@ class IptablesBackend:
         nat_nodeports: list[str] = []
         filter_services: list[str] = []
         filter_external: list[str] = []
+        filter_firewall: list[str] = []
         for r in self._ordered:
             if r.nat_services:
                 nat_services += r.nat_services
@@ -331,11 +409,14 @@ class IptablesBackend:
                 filter_services += r.filter_services
             if r.filter_external:
                 filter_external += r.filter_external
+            if r.filter_firewall:
+                filter_firewall += r.filter_firewall
 
         out: list[str] = ["*filter"]
         out += [f":{c} - [0:0]" for c in n.FILTER_STATIC]
         out += filter_services
         out += filter_external
+        out += filter_firewall
         out += [
             f"-A {n.KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
             f'-A {n.KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" '
@@ -393,8 +474,8 @@ class IptablesBackend:
         # a stale chain is flushed (declared) before the deletes at the end
         block += [f":{c} - [0:0]" for c in sorted(stale)]
         block += nat_services
-        block.append(f"-A {n.KUBE_SERVICES} -m comment --comment {NODEPORTS_COMMENT} "
-                     f"-m addrtype --dst-type LOCAL -j {n.KUBE_NODEPORTS}")
+        block += [f"-A {n.KUBE_SERVICES} -m comment --comment {NODEPORTS_COMMENT} {dst} -j {n.KUBE_NODEPORTS}"
+                  for dst in nodeport_destinations(state.nodeport_addresses)]
         block += nat_nodeports
         block += [f"-X {c}" for c in sorted(stale)]
         block.append("COMMIT")

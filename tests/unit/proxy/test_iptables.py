@@ -145,7 +145,7 @@ def test_failed_sync_forces_full_sync() -> None:
     db_chain = names.svc_chain("default/db:http", "TCP")
     assert f":{db_chain} - [0:0]" in ipt.restores[-1]  # everything re-sent
     assert len(ipt.rules("nat", "PREROUTING")) == 1  # the jumps are not duplicated by a second full sync
-    assert len(ipt.rules("filter", "FORWARD")) == 3
+    assert len(ipt.rules("filter", "FORWARD")) == 4  # firewall, forward, services, external services
 
 
 def test_canary_gone_forces_full_sync() -> None:
