@@ -1,59 +1,60 @@
-"""Slot ranges of the nftables back end's `endpoint-slots` map.
+"""Where each policy chain's endpoints live in the nftables back end's `endpoint-slots` maps.
 
-Each policy chain that picks an endpoint (service-/local-<h>-...) owns a range of the map's integer
-keys: its one rule is `dnat ip addr . port to numgen random mod N offset BASE map @endpoint-slots`
-and the elements BASE..BASE+N-1 hold the endpoints as `ip . port` data. While N stays the same,
-replacing an endpoint only swaps map elements (plain data: the kernel does not re-validate the
-table, see nftables.py); the rule changes only when N does, and BASE only when N outgrows the
-range. Ranges are powers of two (at least MIN_RANGE) so a freed one fits the next chain of its size.
+Each policy chain that picks an endpoint (service-/local-<h>-...) owns one slot: a shard (which of
+the table's `endpoint-slots-<proto>-<shard>` maps) and a SPAN-wide range of that map's integer
+keys. Its one rule never changes while the chain lives:
+
+    dnat ip addr . port to numgen random mod SPAN offset BASE map @endpoint-slots-<proto>-<shard>
+
+and the map (an interval map) splits BASE..BASE+SPAN-1 into N nearly equal intervals whose data
+are the N endpoints (`ip . port`). So any endpoint change, including a change in their number, is
+map data only: the kernel does not re-validate the table (see nftables.py), where rewriting the
+rule would. With SPAN = 2^16 the intervals differ by at most one key: each endpoint's share is
+within N/65536 of 1/N (upstream's iptables probabilities are rounded to 10 decimals; the
+statistic match itself to 2^-31).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+SPAN = 1 << 16  # keys per chain: numgen's 32-bit result holds 2^16 chains per shard
+SHARDS = 256  # maps per protocol: why several, see nftables.py (SLOT_SHARDS)
 
-MIN_RANGE = 16
 
-
-def _range_size(n: int) -> int:
-    size = MIN_RANGE
-    while size < n:
-        size *= 2
-    return size
+def intervals(base: int, n: int) -> list[tuple[int, int]]:
+    """`n` contiguous inclusive key ranges covering base..base+SPAN-1, sizes differing by at most one."""
+    return [(base + i * SPAN // n, base + (i + 1) * SPAN // n - 1) for i in range(n)]
 
 
 class SlotAllocator:
     def __init__(self) -> None:
-        self.ranges: dict[str, tuple[int, int]] = {}  # chain -> (base, size)
-        self._free: dict[int, list[int]] = defaultdict(list)  # size -> free bases
+        self.slots: dict[str, int] = {}  # chain -> slot number
+        self._free: list[int] = []
         self._next = 0
-        # ranges released during a sync become free only after its transaction: reused within the
+        # slots released during a sync become free only after its transaction: reused within the
         # same transaction, their old elements' deletes could come after the new owner's adds
-        self._pending: list[tuple[int, int]] = []
+        self._pending: list[int] = []
 
-    def base(self, chain: str, n: int) -> int:
-        """The base of `chain`'s range, moved to a larger range when `n` outgrows it."""
-        held = self.ranges.get(chain)
-        if held is not None and n <= held[1]:
-            return held[0]
-        if held is not None:
-            self._pending.append(held)
-        size = _range_size(n)
-        free = self._free.get(size)
-        if free:
-            start = free.pop()
-        else:
-            start, self._next = self._next, self._next + size
-        self.ranges[chain] = (start, size)
-        return start
+    def slot(self, chain: str) -> tuple[int, int]:
+        """(shard, base) of `chain`'s key range; stable for as long as the chain holds it."""
+        n = self.slots.get(chain)
+        if n is None:
+            if self._free:
+                n = self._free.pop()
+            else:
+                n, self._next = self._next, self._next + 1
+                # a shard's last range would end at 2^32 - 1, which an interval cannot close: unused
+                if n >= SHARDS * ((1 << 32) // SPAN - 1):
+                    raise RuntimeError(f"nftables: more than {n} policy chains; the endpoint-slots maps are full")
+            self.slots[chain] = n
+        return n % SHARDS, (n // SHARDS) * SPAN
 
     def release(self, chain: str) -> None:
-        held = self.ranges.pop(chain, None)
-        if held is not None:
-            self._pending.append(held)
+        n = self.slots.pop(chain, None)
+        if n is not None:
+            self._pending.append(n)
 
     def commit(self) -> None:
-        """The transaction went through: released ranges may be handed out again."""
-        for start, size in self._pending:
-            self._free[size].append(start)
+        """The transaction went through: released slots may be handed out again."""
+        # lowest first, so a busy table keeps its keys (and shards) dense
+        self._free = sorted(self._free + self._pending, reverse=True)
         self._pending.clear()

@@ -39,18 +39,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import logging
 import re
+import socket
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
+from nodeagent.proxy import nft_netlink
 from nodeagent.proxy.backend import ProxyState, SyncResult
 from nodeagent.proxy.loader import stream_to
 from nodeagent.proxy.model import Endpoint, ServicePort, ServicePortName, categorize
-from nodeagent.proxy.nft_slots import MIN_RANGE, SlotAllocator
+from nodeagent.proxy.nft_slots import SHARDS as SLOT_SHARDS
+from nodeagent.proxy.nft_slots import SPAN, SlotAllocator, intervals
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ FAMILY = "ip"
 T = f"{FAMILY} {TABLE}"
 MASQ_MARK = "0x4000"
 # per-service chains and sets: prefix, an 8-char base32 hash, then the readable name
-SERVICE_CHAIN_RE = re.compile(r"^(service|local|external|endpoint)-[A-Z2-7]{8}-")
+SERVICE_CHAIN_RE = re.compile(r"^(service|local|external|endpoint|firewall)-[A-Z2-7]{8}-")
 
 NftRunner = Callable[[Iterable[str]], object]
 
@@ -111,10 +115,10 @@ def affinity_set(sp: ServicePort, e: Endpoint) -> str:
 # rejects it beside `meta l4proto tcp` ("conflicting protocols specified: tcp vs. th"). And sharded:
 # the kernel checks every added map element against every rule bound to the map
 # (nft_add_set_elem walks set->bindings), so one map for 10k Services x 10 endpoints took 18 s to
-# load; a Service's shard follows its slot range.
-SLOT_SHARDS = 64
+# load; a policy chain's shard comes with its slot (nft_slots.py). Interval maps: a chain's endpoints
+# split its key range, so their number is data too.
 SLOT_MAPS = "".join(
-    f"add map {T} endpoint-slots-{proto}-{i} {{ typeof numgen random mod 1 : ip daddr . {proto} dport ; }}\n"
+    f"add map {T} endpoint-slots-{proto}-{i} {{ typeof numgen random mod 1 : ip daddr . {proto} dport ; flags interval ; }}\n"
     for proto in ("tcp", "udp", "sctp") for i in range(SLOT_SHARDS))
 
 STATIC = f"""add table {T} {{ comment "rules for kube-proxy" ; }}
@@ -124,6 +128,9 @@ add chain {T} nat-postrouting {{ type nat hook postrouting priority 100 ; }}
 add chain {T} filter-input {{ type filter hook input priority -110 ; }}
 add chain {T} filter-forward {{ type filter hook forward priority -110 ; }}
 add chain {T} filter-output {{ type filter hook output priority -110 ; }}
+add chain {T} filter-prerouting-pre-dnat {{ type filter hook prerouting priority -110 ; }}
+add chain {T} filter-output-pre-dnat {{ type filter hook output priority -110 ; }}
+add chain {T} firewall-check
 add chain {T} services
 add chain {T} masquerading
 add chain {T} mark-for-masquerade
@@ -134,8 +141,19 @@ add map {T} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict 
 add map {T} service-nodeports {{ type inet_proto . inet_service : verdict ; }}
 add map {T} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}
 add map {T} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; }}
+add map {T} firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment "destinations that are subject to LoadBalancerSourceRanges" ; }}
+add set {T} nodeport-ips {{ type ipv4_addr ; flags interval ; comment "--nodeport-addresses" ; }}
 {SLOT_MAPS}add set {T} hairpin-endpoints {{ type ipv4_addr . ipv4_addr ; }}
 """
+
+# a full sync empties every map and set it fills (`flush table` empties only chains); affinity sets
+# keep their clients
+FLUSH_MAPS = "".join(
+    f"flush {kind} {T} {name}\n" for kind, name in (
+        ("map", "service-ips"), ("map", "service-nodeports"), ("map", "no-endpoint-services"),
+        ("map", "no-endpoint-nodeports"), ("map", "firewall-ips"), ("set", "hairpin-endpoints"),
+        ("set", "nodeport-ips"),
+        *(("map", f"endpoint-slots-{proto}-{i}") for proto in ("tcp", "udp", "sctp") for i in range(SLOT_SHARDS))))
 
 STATIC_RULES = f"""add rule {T} nat-prerouting jump services
 add rule {T} nat-output jump services
@@ -151,10 +169,21 @@ add rule {T} masquerading mark set mark xor {MASQ_MARK}
 add rule {T} masquerading masquerade fully-random
 add rule {T} reject-chain reject
 add rule {T} services ip daddr . meta l4proto . th dport vmap @service-ips
-add rule {T} services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports
+add rule {T} services fib daddr type local ip daddr != 127.0.0.0/8 {{nodeport_ips}}meta l4proto . th dport vmap @service-nodeports
 add rule {T} service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services
-add rule {T} nodeport-endpoints-check fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports
+add rule {T} nodeport-endpoints-check fib daddr type local ip daddr != 127.0.0.0/8 {{nodeport_ips}}meta l4proto . th dport vmap @no-endpoint-nodeports
+add rule {T} filter-prerouting-pre-dnat jump firewall-check
+add rule {T} filter-output-pre-dnat jump firewall-check
+add rule {T} firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips
 """
+
+
+def static_rules(nodeport_addresses: tuple[str, ...] = ()) -> str:
+    """The fixed rules; with --nodeport-addresses, NodePorts only on local addresses in them."""
+    if not nodeport_addresses:
+        return STATIC_RULES.replace("{nodeport_ips}", "")
+    return (STATIC_RULES.replace("{nodeport_ips}", "ip daddr @nodeport-ips ")
+            + f"add element {T} nodeport-ips {{ {', '.join(nodeport_addresses)} }}\n")
 
 
 @dataclass
@@ -164,8 +193,8 @@ class _Render:
     sets: list[str] = field(default_factory=list)  # affinity set names
     elements: list[tuple[str, str, str]] = field(default_factory=list)  # (map, key, verdict)
     affinity_seconds: int = 0
-    slot_chains: list[str] = field(default_factory=list)  # chains owning an endpoint-slots range
-    slot_elements: list[tuple[str, str, str]] = field(default_factory=list)  # (map, slot, "ip . port")
+    # chain owning a slot -> its intervals in an endpoint-slots map: (map, "lo-hi", "ip . port")
+    slots: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     hairpin: set[str] = field(default_factory=set)  # endpoint IPs that can hairpin on this node
 
 
@@ -192,16 +221,16 @@ def _endpoint_dispatch(chain: str, sp: ServicePort, eps: list[Endpoint], r: _Ren
             target = f"goto {endpoint_chain(sp, e)}"
             rules.append(f"numgen random mod {count - i} == 0 {target}" if i < count - 1 else target)
         return
-    base = slots.base(chain, len(eps))
-    r.slot_chains.append(chain)
-    slot_map = f"endpoint-slots-{sp.proto}-{base // MIN_RANGE % SLOT_SHARDS}"  # see SLOT_SHARDS
-    r.slot_elements += [(slot_map, str(base + i), f"{e.ip} . {e.port}") for i, e in enumerate(eps)]
-    rules.append(f"meta l4proto {sp.proto} dnat ip addr . port to numgen random mod {len(eps)} offset {base} "
+    shard, base = slots.slot(chain)
+    slot_map = f"endpoint-slots-{sp.proto}-{shard}"
+    r.slots[chain] = [(slot_map, f"{lo}-{hi}", f"{e.ip} . {e.port}")
+                      for (lo, hi), e in zip(intervals(base, len(eps)), eps, strict=True)]
+    rules.append(f"meta l4proto {sp.proto} dnat ip addr . port to numgen random mod {SPAN} offset {base} "
                  f"map @{slot_map}")
 
 
 def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cidr: str | None,
-                   slots: SlotAllocator | None = None) -> _Render:
+                   slots: SlotAllocator | None = None, node_ips: tuple[str, ...] = ()) -> _Render:
     slots = slots if slots is not None else SlotAllocator()
     r = _Render(port=sp.name, affinity_seconds=sp.session_affinity_seconds)
     cat = categorize(sp, endpoints)
@@ -218,6 +247,18 @@ def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cid
     def no_ep_verdict(policy_local: bool) -> str:
         return "drop" if has_any and policy_local else "goto reject-chain"
 
+    if sp.load_balancer_source_ranges and sp.load_balancer_ips:
+        # checked before DNAT (filter-prerouting-pre-dnat): traffic to a load-balancer IP from
+        # outside the ranges is dropped; ClusterIP and NodePort traffic is not filtered (upstream).
+        # The node itself counts as inside when a range holds one of its IPs: its packets to the
+        # LB IP leave from the LB IP when the node holds it (upstream's allowFromNode)
+        allowed = list(sp.load_balancer_source_ranges)
+        nets = [ipaddress.ip_network(c) for c in allowed]
+        if any(ipaddress.ip_address(ip) in n for ip in node_ips for n in nets):
+            allowed += sp.load_balancer_ips
+        fw = f"firewall-{base}"
+        r.chains[fw] = [f"ip saddr != {{ {', '.join(allowed)} }} drop"]
+        r.elements += [("firewall-ips", f"{ip} . {proto} . {port}", f"goto {fw}") for ip in sp.load_balancer_ips]
     if internal_eps:
         r.elements.append(("service-ips", f"{sp.cluster_ip} . {proto} . {port}", f"goto {internal_chain}"))
     else:
@@ -285,15 +326,57 @@ def _element_lines(op: str, items: list[tuple[str, str]]) -> list[str]:
     return [f"{op} element {T} {m} {{ {', '.join(elems)} }}" for m, elems in by_map.items()]
 
 
+# one element change: ("add" | "delete", map or set, key, data or verdict or None)
+ElementOp = tuple[str, str, str, str | None]
+ElementWriter = Callable[[list[ElementOp]], object]
+
+
+class NetlinkElementWriter:
+    """Applies element ops as one netlink transaction (nft_netlink.py: nft itself would first
+    dump the table)."""
+
+    def __init__(self) -> None:
+        self.transport = nft_netlink.Transport()
+
+    def __call__(self, ops: list[ElementOp]) -> None:
+        if not ops:
+            return
+        batch = nft_netlink.ElementBatch(socket.AF_INET, TABLE)
+        for op, set_name, key, value in ops:
+            if op == "delete":
+                batch.delete(set_name, [key])
+            else:
+                batch.add(set_name, [(key, value)])
+        self.transport.send(batch)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+@dataclass
+class _PartialOps:
+    """What a partial sync changes besides chain text."""
+
+    deletes: list[tuple[str, str]] = field(default_factory=list)  # verdict-map and set elements
+    adds: list[tuple[str, str, str | None]] = field(default_factory=list)
+    slot_deletes: list[tuple[str, str]] = field(default_factory=list)  # intervals of kept slots
+    slot_adds: list[tuple[str, str, str]] = field(default_factory=list)
+    released: list[tuple[str, str]] = field(default_factory=list)  # intervals of slots whose chain goes
+    stale_chains: set[str] = field(default_factory=set)
+    stale_sets: set[str] = field(default_factory=set)
+
+
 class NftablesBackend:
     name = "nftables"
 
     def __init__(self, runner: NftRunner = run_nft, lister: Callable[[], str] | None = None,
-                 prober: Callable[[], str] | None = None) -> None:
+                 prober: Callable[[], str] | None = None, element_writer: ElementWriter | None = None) -> None:
         self.run = runner
+        self.write_elements = element_writer or NetlinkElementWriter()
         self.list_chains = lister or (lambda: nft_cmd("list", "chains", FAMILY))
         self.probe = prober or (lambda: nft_cmd("list", "chain", FAMILY, TABLE, "services"))
         self.needs_full_sync = True
+        self.recreate = False  # the next full sync deletes the table first
         self._renders: dict[str, list[_Render]] = {}  # ns/name -> what we wrote for it
         # render_service is pure: reuse a service port's render while its inputs are unchanged
         self._cache: dict[ServicePortName, tuple[ServicePort, tuple[Endpoint, ...], str | None, _Render]] = {}
@@ -301,6 +384,7 @@ class NftablesBackend:
         self._hairpin: Counter[str] = Counter()  # endpoint IP -> renders that list it as hairpin-able
         self._hairpin_next: Counter[str] = Counter()  # the same after the transaction being sent
         self.last_input = ""
+        self.last_elements: list[ElementOp] = []
 
     def _existing_service_chains(self) -> set[str]:
         try:
@@ -323,136 +407,158 @@ class NftablesBackend:
         hit = self._cache.get(spn)
         if hit is not None and hit[0] == sp and hit[1] == eps and hit[2] == state.cluster_cidr:
             return hit[3]
-        r = render_service(sp, eps, state.cluster_cidr, self._slots)
+        # the node's IPs and zone are not in the key: a change of either forces a full sync, which
+        # empties this cache
+        r = render_service(sp, eps, state.cluster_cidr, self._slots, state.node.ips)
         self._cache[spn] = (sp, eps, state.cluster_cidr, r)
         return r
 
-    def _diff_service(self, olds: list[_Render], mine: list[_Render], block: list[str]) -> tuple[set[str], set[str]]:
-        """Append the commands that turn one Service's `olds` into `mine`; return its stale chains
-        and sets. Only what differs is sent: every element or rule command makes nft re-read the
-        table, and rules with verdicts make the kernel validate all of it."""
+    def _diff_service(self, olds: list[_Render], mine: list[_Render], text: list[str], ops: _PartialOps) -> None:
+        """Add to `text` (for nft) and `ops` (for netlink) what turns one Service's `olds` into
+        `mine`. Only what differs is sent: a rule with a verdict, or a verdict element, makes
+        the kernel validate the whole table; data elements do not."""
         new_chains = {c: rules for r in mine for c, rules in r.chains.items()}
-        new_elems = {(m, key): v for r in mine for m, key, v in (*r.elements, *r.slot_elements)}
         old_chains = {c: rules for old in olds for c, rules in old.chains.items()}
-        old_elems = {(m, key): v for old in olds for m, key, v in (*old.elements, *old.slot_elements)}
+        new_elems = {(m, key): v for r in mine for m, key, v in r.elements}
+        old_elems = {(m, key): v for old in olds for m, key, v in old.elements}
+        new_slots = {c: els for r in mine for c, els in r.slots.items()}
         new_sets = {x for r in mine for x in r.sets}
-        new_slot_chains = {c for r in mine for c in r.slot_chains}
-        stale_sets: set[str] = set()
         for old in olds:
-            stale_sets |= set(old.sets) - new_sets
-            for c in old.slot_chains:
-                if c not in new_slot_chains:
+            ops.stale_sets |= set(old.sets) - new_sets
+            for c, els in old.slots.items():
+                if c in new_slots:  # the chain keeps its slot: swap the intervals that differ
+                    now = {(m, key): v for m, key, v in new_slots[c]}
+                    ops.slot_deletes += [(m, key) for m, key, v in els if now.get((m, key)) != v]
+                else:  # the chain goes (or stops using a slot): its rule first, then its elements
                     self._slots.release(c)
-        block += _element_lines("delete", [(m, key) for (m, key), v in old_elems.items()
-                                           if new_elems.get((m, key)) != v])
+                    ops.released += [(m, key) for m, key, _ in els]
+        old_slot_data = {(m, key): v for old in olds for els in old.slots.values() for m, key, v in els}
+        ops.slot_adds += [(m, key, v) for els in new_slots.values() for m, key, v in els
+                          if old_slot_data.get((m, key)) != v]
+        ops.deletes += [(m, key) for (m, key), v in old_elems.items() if new_elems.get((m, key)) != v]
+        ops.adds += [(m, key, v) for (m, key), v in new_elems.items() if old_elems.get((m, key)) != v]
         for r in mine:
-            block += _set_lines(r)
+            text += _set_lines(r)
             rewrite = [c for c, rules in r.chains.items() if old_chains.get(c) != rules]
             for chain in rewrite:
-                block.append(f"add chain {T} {chain}")
+                text.append(f"add chain {T} {chain}")
                 if chain in old_chains:
-                    block.append(f"flush chain {T} {chain}")
+                    text.append(f"flush chain {T} {chain}")
             for chain in reversed(rewrite):
-                block += [f"add rule {T} {chain} {body}" for body in r.chains[chain]]
-        block += _element_lines("add", [(m, f"{key} : {v}") for (m, key), v in new_elems.items()
-                                        if old_elems.get((m, key)) != v])
-        return old_chains.keys() - new_chains.keys(), stale_sets
+                text += [f"add rule {T} {chain} {body}" for body in r.chains[chain]]
+        ops.stale_chains |= old_chains.keys() - new_chains.keys()
 
     def render_chunks(self, state: ProxyState, changed: set[str] | None, existing: set[str] | None,
                       renders_out: dict[str, list[_Render]]) -> Iterator[str]:
-        """The nft input for `state`, one Service at a time, so that nft parses while the next
-        Service is rendered. With `changed` None the table is flushed and rewritten; else only
-        the changed Services' chains and map elements are. Fills `renders_out` with what each
+        """The nft input of a full sync (the table flushed and rewritten), one Service at a time,
+        so that nft reads while the next Service is rendered. Fills `renders_out` with what each
         Service has afterwards."""
-        full = changed is None
+        self._cache.clear()  # a fresh layout: slots handed out in sorted order, as a restarted proxy would
+        self._slots = SlotAllocator()
         renders: dict[str, list[_Render]] = {}
-        if full:  # a fresh layout: slot ranges handed out in sorted order, as a restarted proxy would
-            self._cache.clear()
-            self._slots = SlotAllocator()
-        gone = self._cache.keys() - state.services.keys() if full else {
-            r.port for svc in changed or () for r in self._renders.get(svc, [])
-            if r.port is not None and r.port not in state.services}
-        for spn in gone:
-            self._cache.pop(spn, None)
-        if full:
-            yield STATIC + f"flush table {T}\n"
-            services = sorted({spn.service for spn in state.services})
-        else:
-            services = sorted(changed or ())
-        stale_chains: set[str] = set()
-        stale_sets: set[str] = set()
-        hairpin_delta: Counter[str] = Counter()
-        # a full sync adds the endpoint-slots elements after every rule: binding a map to a new
-        # rule makes the kernel walk all its elements (nf_tables_bind_set checks map data for
-        # loops), so adding them with each Service made loading quadratic
+        # after a failed full sync, start from no table at all (one transaction still): a table
+        # left by another layout (a map with other flags, say) would fail `add map` forever
+        yield ((f"add table {T}\ndelete table {T}\n" if self.recreate else "") + STATIC + f"flush table {T}\n"
+               + FLUSH_MAPS)
+        hairpin: Counter[str] = Counter()
+        # the endpoint-slots elements go after every rule: binding a map to a new rule makes the
+        # kernel walk all its elements (nf_tables_bind_set checks map data for loops), so adding
+        # them with each Service made loading quadratic
         slot_adds: dict[str, list[str]] = {}  # map -> "key : data"
         block: list[str] = []
-        for svc in services:
+        for svc in sorted({spn.service for spn in state.services}):
             mine = renders[svc] = [self._render_port(state, spn)
                                    for spn in sorted(state.ports_of(svc), key=_spn_key)]
             for r in mine:
-                hairpin_delta.update(r.hairpin)
-            if full:  # nothing to compare with: everything goes
-                for r in mine:
-                    block += _set_lines(r)
-                    block += [f"add chain {T} {chain}" for chain in r.chains]
-                    # endpoint chains are written before the service chains that jump to them
-                    for chain, bodies in reversed(r.chains.items()):
-                        block += [f"add rule {T} {chain} {body}" for body in bodies]
-                    for m, key, data in r.slot_elements:
+                hairpin.update(r.hairpin)
+                block += _set_lines(r)
+                block += [f"add chain {T} {chain}" for chain in r.chains]
+                # endpoint chains are written before the service chains that jump to them
+                for chain, bodies in reversed(r.chains.items()):
+                    block += [f"add rule {T} {chain} {body}" for body in bodies]
+                for els in r.slots.values():
+                    for m, key, data in els:
                         slot_adds.setdefault(m, []).append(f"{key} : {data}")
-                block += _element_lines("add", [(m, f"{key} : {verdict}") for r in mine
-                                                for m, key, verdict in r.elements])
-            else:
-                stale_chains_svc, stale_sets_svc = self._diff_service(self._renders.get(svc, []), mine, block)
-                stale_chains |= stale_chains_svc
-                stale_sets |= stale_sets_svc
-                for old in self._renders.get(svc, []):
-                    hairpin_delta.subtract(old.hairpin)
+            block += _element_lines("add", [(m, f"{key} : {verdict}") for r in mine
+                                            for m, key, verdict in r.elements])
             if len(block) > 2000:
                 yield "\n".join(block) + "\n"
                 block = []
-        if full:
-            block.append(STATIC_RULES)
-            alive = {c for rs in renders.values() for r in rs for c in r.chains}
-            stale_chains = ((existing or set()) | {c for rs in self._renders.values() for r in rs for c in r.chains})
-            stale_chains -= alive
-            stale_sets = {x for rs in self._renders.values() for r in rs for x in r.sets}
-            stale_sets -= {x for rs in renders.values() for r in rs for x in r.sets}
-            renders_out.update(renders)
-            self._hairpin_next = Counter({ip: n for ip, n in hairpin_delta.items() if n > 0})
-            block += _element_lines("add", [("hairpin-endpoints", f"{ip} . {ip}") for ip in sorted(self._hairpin_next)])
-            for m, elems in slot_adds.items():
-                block += [f"add element {T} {m} {{ {', '.join(elems[i:i + 5000])} }}"
-                          for i in range(0, len(elems), 5000)]
-        else:
-            # an IP several Services list stays in the set until the last of them lets it go
-            self._hairpin_next = self._hairpin.copy() if hairpin_delta else self._hairpin
-            gained, lost = [], []
-            for ip, n in sorted(hairpin_delta.items()):
-                before = self._hairpin_next.get(ip, 0)
-                after = before + n
-                if after > 0:
-                    self._hairpin_next[ip] = after
-                else:
-                    self._hairpin_next.pop(ip, None)
-                if before <= 0 < after:
-                    gained.append(("hairpin-endpoints", f"{ip} . {ip}"))
-                elif after <= 0 < before:
-                    lost.append(("hairpin-endpoints", f"{ip} . {ip}"))
-            block += _element_lines("delete", lost) + _element_lines("add", gained)
-            block += [f"flush chain {T} {c}" for c in sorted(stale_chains)]
-            renders_out.update(self._renders)
-            for svc in services:
-                renders_out.pop(svc, None)
-            renders_out.update({svc: rs for svc, rs in renders.items() if rs})
+        block.append(static_rules(state.nodeport_addresses))
+        alive = {c for rs in renders.values() for r in rs for c in r.chains}
+        stale_chains = ((existing or set()) | {c for rs in self._renders.values() for r in rs for c in r.chains})
+        stale_chains -= alive
+        stale_sets = {x for rs in self._renders.values() for r in rs for x in r.sets}
+        stale_sets -= {x for rs in renders.values() for r in rs for x in r.sets}
+        renders_out.update(renders)
+        self._hairpin_next = +hairpin
+        block += _element_lines("add", [("hairpin-endpoints", f"{ip} . {ip}") for ip in sorted(self._hairpin_next)])
+        for m, elems in slot_adds.items():
+            block += [f"add element {T} {m} {{ {', '.join(elems[i:i + 5000])} }}"
+                      for i in range(0, len(elems), 5000)]
         block += [f"delete chain {T} {c}" for c in sorted(stale_chains)]
         block += [f"delete set {T} {x}" for x in sorted(stale_sets)]
         yield "\n".join(block) + "\n"
 
+    def render_partial(self, state: ProxyState, changed: set[str],
+                       renders_out: dict[str, list[_Render]]) -> tuple[str, list[ElementOp], list[ElementOp]]:
+        """A partial sync: (nft text, element ops sent before it, element ops sent after it).
+        Endpoint changes are map data only, so the common sync has no text at all: one netlink
+        transaction. With text (a new or changed chain), nft applies it between two netlink
+        transactions: the intervals of kept and new slots before (nothing points at a new slot
+        yet), those of slots whose chains nft deletes after; verdict and hairpin elements go with
+        the text then, in the order chains need them (a chain is deleted after the last element
+        naming it)."""
+        for spn in {r.port for svc in changed for r in self._renders.get(svc, [])
+                    if r.port is not None and r.port not in state.services}:
+            self._cache.pop(spn, None)
+        renders: dict[str, list[_Render]] = {}
+        hairpin_delta: Counter[str] = Counter()
+        text: list[str] = []
+        ops = _PartialOps()
+        for svc in sorted(changed):
+            olds = self._renders.get(svc, [])
+            mine = renders[svc] = [self._render_port(state, spn)
+                                   for spn in sorted(state.ports_of(svc), key=_spn_key)]
+            for r in mine:
+                hairpin_delta.update(r.hairpin)
+            for old in olds:
+                hairpin_delta.subtract(old.hairpin)
+            self._diff_service(olds, mine, text, ops)
+        # an IP several Services list stays in the set until the last of them lets it go
+        self._hairpin_next = self._hairpin.copy() if hairpin_delta else self._hairpin
+        for ip, n in sorted(hairpin_delta.items()):
+            before = self._hairpin_next.get(ip, 0)
+            after = before + n
+            if after > 0:
+                self._hairpin_next[ip] = after
+            else:
+                self._hairpin_next.pop(ip, None)
+            if before <= 0 < after:
+                ops.adds.append(("hairpin-endpoints", f"{ip} . {ip}", None))
+            elif after <= 0 < before:
+                ops.deletes.append(("hairpin-endpoints", f"{ip} . {ip}"))
+        renders_out.update(self._renders)
+        for svc in changed:
+            renders_out.pop(svc, None)
+        renders_out.update({svc: rs for svc, rs in renders.items() if rs})
+        slots_before: list[ElementOp] = [("delete", m, key, None) for m, key in ops.slot_deletes]
+        slots_before += [("add", m, key, v) for m, key, v in ops.slot_adds]
+        released: list[ElementOp] = [("delete", m, key, None) for m, key in ops.released]
+        if not text and not ops.stale_chains and not ops.stale_sets:
+            deletes: list[ElementOp] = [("delete", m, key, None) for m, key in ops.deletes]
+            adds: list[ElementOp] = [("add", m, key, v) for m, key, v in ops.adds]
+            return "", deletes + slots_before + adds + released, []
+        text = (_element_lines("delete", ops.deletes) + text
+                + _element_lines("add", [(m, f"{key} : {v}" if v else key) for m, key, v in ops.adds])
+                + [f"flush chain {T} {c}" for c in sorted(ops.stale_chains)]
+                + [f"delete chain {T} {c}" for c in sorted(ops.stale_chains)]
+                + [f"delete set {T} {x}" for x in sorted(ops.stale_sets)])
+        return "\n".join(text) + "\n", slots_before, released
+
     def render(self, state: ProxyState, changed: set[str] | None,
                existing: set[str] | None = None) -> tuple[str, dict[str, list[_Render]]]:
-        """The whole input at once (tests)."""
+        """The whole nft input of a full sync at once (tests)."""
         renders: dict[str, list[_Render]] = {}
         return "".join(self.render_chunks(state, changed, existing, renders)), renders
 
@@ -468,21 +574,32 @@ class NftablesBackend:
         full = changed is None or self.needs_full_sync
         if not full and not changed:  # a periodic sync: check nobody flushed us
             full = not self.table_intact()
-        existing = self._existing_service_chains() if full else None
         renders: dict[str, list[_Render]] = {}
-        sent: list[str] = []
-
-        def chunks() -> Iterator[str]:
-            for chunk in self.render_chunks(state, None if full else changed, existing, renders):
-                sent.append(chunk)
-                yield chunk
-
         try:
-            self.run(chunks())
+            if full:
+                existing = self._existing_service_chains()
+                sent: list[str] = []
+
+                def chunks() -> Iterator[str]:
+                    for chunk in self.render_chunks(state, None, existing, renders):
+                        sent.append(chunk)
+                        yield chunk
+
+                self.run(chunks())
+                self.last_input = "".join(sent)
+            else:
+                text, before, after = self.render_partial(state, changed or set(), renders)
+                self.write_elements(before)
+                if text:
+                    self.run(text)
+                self.write_elements(after)
+                self.last_input = text
+                self.last_elements = before + after
         except Exception:
+            self.recreate = full
             self.needs_full_sync = True
             raise
-        self.last_input = "".join(sent)
+        self.recreate = False
         self._renders = renders
         self._slots.commit()
         self._hairpin = self._hairpin_next
@@ -491,6 +608,9 @@ class NftablesBackend:
 
     def cleanup(self) -> None:
         cleanup_nftables(self.run)
+        close = getattr(self.write_elements, "close", None)
+        if close is not None:  # the socket holds its network namespace alive
+            close()
 
 
 def cleanup_nftables(runner: NftRunner = run_nft) -> None:

@@ -1,5 +1,5 @@
 """loadBalancerSourceRanges and --nodeport-addresses with real traffic, in namespaces, for both
-iptables back ends (legacy and nft).
+iptables back ends (legacy and nft) and nftables mode.
 
 The topology of proxy_topology.build plus a second client on a second node interface:
 
@@ -26,6 +26,7 @@ from nodeagent.netns import run_in_netns
 from nodeagent.proxy.iptables import names
 from nodeagent.proxy.iptables.executor import make_executor
 from nodeagent.proxy.iptables.proxier import IptablesBackend, cleanup_iptables
+from nodeagent.proxy.nftables import NftablesBackend, cleanup_nftables
 from nodeagent.proxy.proxier import Proxier
 from tests.helpers import proxy_topology as topo_mod
 from tests.helpers.proxy_objects import endpoint, endpoint_slice, node, service
@@ -40,7 +41,7 @@ LB_IP = "198.51.100.7"
 NODE_PORT = 30080
 RANGE_A = "192.168.56.0/24"  # holds client A, not client B
 FW = names.fw_chain("default/lb:http", "tcp")
-BACKENDS = ["legacy", "nft"]
+BACKENDS = ["legacy", "nft", "nftables"]  # the iptables back ends, and nftables mode
 
 
 def lb_service(ranges: list[str] | None) -> dict:  # type: ignore[type-arg]
@@ -51,8 +52,8 @@ def lb_service(ranges: list[str] | None) -> dict:  # type: ignore[type-arg]
 
 
 def make_proxier(backend: str, topo: Topology, nodeport_addresses: tuple[str, ...] = ()) -> Proxier:
-    p = Proxier(IptablesBackend(make_executor(backend)), "node-a", CLUSTER_CIDR, min_sync_period=0,
-                nodeport_addresses=nodeport_addresses)
+    be = NftablesBackend() if backend == "nftables" else IptablesBackend(make_executor(backend))
+    p = Proxier(be, "node-a", CLUSTER_CIDR, min_sync_period=0, nodeport_addresses=nodeport_addresses)
     p.on_node(node("node-a", NODE_IP))
     p.on_endpoint_slice(endpoint_slice("lb", [endpoint(a, "node-a") for a in topo.pod_ips]))
     return p
@@ -60,6 +61,16 @@ def make_proxier(backend: str, topo: Topology, nodeport_addresses: tuple[str, ..
 
 def sync(topo: Topology, p: Proxier) -> None:
     assert topo.in_node(p.sync_once), "sync failed; see the log"
+
+
+def firewall_rules(topo: Topology, backend: str) -> str:
+    """The rules that drop other sources, as the back end shows them ("" when there are none)."""
+    if backend == "nftables":
+        text = topo_mod.nft_ruleset(topo.node)
+        return "\n".join(ln.strip() for ln in text.splitlines()
+                         if "chain firewall-" in ln and "firewall-check" not in ln or "saddr !=" in ln and "drop" in ln)
+    saved = topo_mod.iptables_save(topo.node, backend)
+    return "\n".join(ln for ln in saved.splitlines() if FW in ln or "-A KUBE-PROXY-FIREWALL" in ln)
 
 
 def reaches_backends(topo: Topology, ns: str, ip_: str, port: int, count: int = 12) -> bool:
@@ -126,8 +137,12 @@ def _source_ranges(topo: Topology, client_b: str, backend: str) -> None:
     p = make_proxier(backend, topo)
     p.on_service(None, lb_service([RANGE_A]))
     sync(topo, p)
-    saved = topo_mod.iptables_save(topo.node, backend)
-    assert f":{FW} -" in saved and f"-j {FW}" in saved and "-A KUBE-PROXY-FIREWALL" in saved
+    rules = firewall_rules(topo, backend)
+    if backend == "nftables":
+        # the node's own address is in the range: the LB IP itself is allowed too (allowFromNode)
+        assert "ip saddr != { 192.168.56.0/24, 198.51.100.7 } drop" in rules
+    else:
+        assert f":{FW} -" in rules and f"-j {FW}" in rules and "-A KUBE-PROXY-FIREWALL" in rules
 
     assert reaches_backends(topo, topo.client, LB_IP, 80)
     # dropped, not rejected: the connection attempt times out
@@ -143,15 +158,19 @@ def _source_ranges(topo: Topology, client_b: str, backend: str) -> None:
     # no ranges any more: the firewall chain is deleted, everyone gets in
     p.on_service(lb_service([RANGE_A, "192.168.57.0/24"]), lb_service(None))
     sync(topo, p)
-    assert f":{FW} -" not in topo_mod.iptables_save(topo.node, backend)
+    assert firewall_rules(topo, backend) == ""
     assert reaches_backends(topo, client_b, LB_IP, 80)
 
     # ranges again, then --cleanup's removal takes the firewall chains and their jumps too
     p.on_service(lb_service(None), lb_service([RANGE_A]))
     sync(topo, p)
     assert try_connect(client_b, LB_IP, 80).startswith("ERROR:TimeoutError")
-    topo.in_node(cleanup_iptables, make_executor(backend))
-    assert "KUBE-" not in topo_mod.iptables_save(topo.node, backend)
+    if backend == "nftables":
+        topo.in_node(cleanup_nftables)
+        assert "kube-proxy" not in topo_mod.nft_ruleset(topo.node)
+    else:
+        topo.in_node(cleanup_iptables, make_executor(backend))
+        assert "KUBE-" not in topo_mod.iptables_save(topo.node, backend)
     assert try_connect(client_b, LB_IP, 80) == "node-local"
 
 

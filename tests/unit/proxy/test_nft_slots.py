@@ -1,23 +1,30 @@
-"""The slot ranges behind the nftables back end's endpoint-slots maps."""
+"""The slots behind the nftables back end's endpoint-slots interval maps."""
 
 from __future__ import annotations
 
-from nodeagent.proxy.nft_slots import MIN_RANGE, SlotAllocator
+from collections import Counter
+
+from nodeagent.proxy.nft_slots import SHARDS, SPAN, SlotAllocator, intervals
 
 
-def test_ranges_are_stable_grow_by_powers_of_two_and_free_after_commit() -> None:
+def test_slots_are_stable_spread_over_shards_and_free_after_commit() -> None:
     s = SlotAllocator()
-    assert s.base("a", 3) == 0
-    assert s.base("b", 1) == MIN_RANGE
-    assert s.base("a", MIN_RANGE) == 0  # still fits: same base, so the dnat rule keeps its offset
-    assert s.base("a", MIN_RANGE + 1) == 2 * MIN_RANGE  # outgrown: a range of 32 after b's
-    assert s.ranges["a"] == (2 * MIN_RANGE, 2 * MIN_RANGE)
-    # a's old range is not handed out before the transaction that left it is committed
-    assert s.base("c", 2) == 4 * MIN_RANGE
-    s.commit()
-    assert s.base("d", 2) == 0
+    assert s.slot("a") == (0, 0)
+    assert s.slot("b") == (1, 0)
+    assert s.slot("a") == (0, 0)  # stable: the dnat rule keeps its offset
+    for i in range(2, SHARDS):
+        s.slot(f"c{i}")
+    assert s.slot("next") == (0, SPAN)  # every shard used once: the second range of shard 0
     s.release("b")
+    assert s.slot("d") == (1, SPAN)  # b's slot is not handed out before the commit
     s.commit()
-    assert s.base("e", 5) == MIN_RANGE
-    assert s.base("f", 40) == 5 * MIN_RANGE  # sizes do not mix: a freed 16 does not hold 40
-    assert s.ranges["f"] == (5 * MIN_RANGE, 4 * MIN_RANGE)
+    assert s.slot("e") == (1, 0)
+
+
+def test_intervals_cover_the_range_in_near_equal_shares() -> None:
+    for n in (1, 2, 3, 7, 10, 100, 1000):
+        parts = intervals(5 * SPAN, n)
+        assert parts[0][0] == 5 * SPAN and parts[-1][1] == 6 * SPAN - 1
+        assert all(parts[i][1] + 1 == parts[i + 1][0] for i in range(n - 1))  # contiguous, no overlap
+        sizes = Counter(hi - lo + 1 for lo, hi in parts)
+        assert max(sizes) - min(sizes) <= 1
