@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
                         "(default: every local address, as upstream)")
     p.add_argument("--metrics-port", type=int, default=10249, help="0 = off")
     p.add_argument("--metrics-bind-address", default="127.0.0.1")
-    p.add_argument("--healthz-port", type=int, default=10256, help="0 = off")
+    p.add_argument("--healthz-port", type=int, default=10256,
+                   help="/healthz and /livez (0 = off); Services' healthCheckNodePorts are served regardless")
     p.add_argument("--healthz-bind-address", default="0.0.0.0")
     p.add_argument("--sync-period", type=float, default=30.0, help="seconds between periodic syncs")
     p.add_argument("--min-sync-period", type=float, default=1.0, help="minimum seconds between syncs")
@@ -145,8 +146,9 @@ async def main(args: argparse.Namespace) -> int:
         return 2
 
     from nodeagent.api.kinds import ENDPOINTSLICES, NODES, SERVICES
-    from nodeagent.client import Client, ClientConfig, Informer
+    from nodeagent.client import Client, ClientConfig, EventRecorder, Informer
     from nodeagent.proxy.conntrack import ConntrackCleaner
+    from nodeagent.proxy.healthcheck import ServiceHealthServer
     from nodeagent.proxy.http import healthz_app, metrics_app, serve
     from nodeagent.proxy.metrics import Health, ProxyMetrics
     from nodeagent.proxy.proxier import Proxier
@@ -157,9 +159,13 @@ async def main(args: argparse.Namespace) -> int:
         log.warning("cleanup of other modes failed %s", err)
     metrics = ProxyMetrics()
     health = Health(timeout=2 * args.sync_period)
+    # healthCheckNodePorts listen where NodePorts are accepted; the loop owns the listeners and the
+    # sync thread only hands over counts (ServiceHealthServer.update is thread-safe)
+    service_health = ServiceHealthServer(args.node_name, health.healthy, nodeport_addresses=args.nodeport_addresses)
     proxier = Proxier(backend, args.node_name, args.cluster_cidr or None, metrics=metrics,
                       conntrack=ConntrackCleaner(), min_sync_period=args.min_sync_period,
-                      sync_period=args.sync_period, health=health, nodeport_addresses=args.nodeport_addresses)
+                      sync_period=args.sync_period, health=health, nodeport_addresses=args.nodeport_addresses,
+                      service_health=service_health)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -170,11 +176,14 @@ async def main(args: argparse.Namespace) -> int:
     if args.metrics_port:
         runners.append(await serve(metrics_app(metrics, health), args.metrics_bind_address, args.metrics_port))
     if args.healthz_port:
-        runners.append(await serve(healthz_app(health), args.healthz_bind_address, args.healthz_port))
+        runners.append(await serve(healthz_app(health, metrics), args.healthz_bind_address, args.healthz_port))
+    await service_health.start()
 
     cfg = ClientConfig.from_kubeconfig(args.kubeconfig)
     async with Client(cfg) as real_client:
         client: Any = real_client  # Informer's WatchingClient protocol is narrower than Client's signature
+        # a healthCheckNodePort that cannot be bound is an Event on its Service, as upstream
+        service_health.recorder = EventRecorder(real_client, component="kube-proxy", host=args.node_name)
         handlers = proxier.handlers()
         informers = [
             Informer(client, SERVICES),
@@ -201,6 +210,8 @@ async def main(args: argparse.Namespace) -> int:
         for t in [*tasks, stopper]:
             t.cancel()
         await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        service_health.recorder = None  # the client closes here
+    await service_health.close()
     for r in runners:
         await r.cleanup()
     log.info("proxy stopped node=%s (rules left in place, as upstream)", args.node_name)

@@ -245,9 +245,9 @@ class FakeIpvs:
 
 
 def desired_servers(sp: ServicePort, endpoints: tuple[Endpoint, ...],
-                    node_ips: tuple[str, ...]) -> dict[VirtualServer, set[RealServer]]:
+                    node_ips: tuple[str, ...], zone: str = "") -> dict[VirtualServer, set[RealServer]]:
     """Virtual servers of one service port with their real servers."""
-    cat = categorize(sp, endpoints)
+    cat = categorize(sp, endpoints, zone=zone)
     internal = cat.local if sp.internal_policy_local else cat.cluster
     external = cat.local if sp.external_policy_local else cat.cluster
 
@@ -297,7 +297,7 @@ class IpvsBackend:
             if sp.node_port and not sp.external_policy_local:
                 out.append(f"-A {n.KUBE_NODEPORTS} -m comment --comment {spn} {m} --dport {sp.node_port} "
                            f"-j {n.KUBE_MARK_MASQ}")
-            for e in categorize(sp, state.endpoints.get(spn, ())).all_reachable:
+            for e in categorize(sp, state.endpoints.get(spn, ()), zone=state.node.zone).all_reachable:
                 hairpin.append(f'-A {n.KUBE_POSTROUTING} -m comment --comment "{spn} hairpin" {m} -s {e.ip} '
                                f"-d {e.ip} --dport {e.port} -j MASQUERADE")
         out.append(f"-A {n.KUBE_SERVICES} -m addrtype --dst-type LOCAL -j {n.KUBE_NODEPORTS}")
@@ -356,7 +356,8 @@ class IpvsBackend:
         # the Node's addresses here, as without the flag)
         nodeport_ips = ips_in(state.nodeport_addresses, state.node.ips) if state.nodeport_addresses else state.node.ips
         for spn in sorted(state.services):
-            desired.update(desired_servers(state.services[spn], state.endpoints.get(spn, ()), nodeport_ips))
+            desired.update(desired_servers(state.services[spn], state.endpoints.get(spn, ()), nodeport_ips,
+                                           zone=state.node.zone))
         by_key = {vs.key: vs for vs in desired}
         current = {vs.key: vs for vs in self.nl.list_services()}
         for key, vs in current.items():

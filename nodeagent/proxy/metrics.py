@@ -1,12 +1,14 @@
 """Prometheus metrics with upstream kube-proxy's names (pkg/proxy/metrics/metrics.go), and the
-health verdict served on /healthz (pkg/proxy/healthcheck/proxy_health.go): unhealthy when a change
-has waited longer than the timeout without a successful sync, or no sync ever succeeded in that time.
+health verdict served on /healthz and /livez (pkg/proxy/healthcheck/proxier_health.go): unhealthy when
+a change has waited longer than the timeout without a successful sync, or no sync ever succeeded in
+that time. /healthz also fails while this node is not eligible for load-balancer traffic.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -42,6 +44,15 @@ class ProxyMetrics:
             "kubeproxy_sync_proxy_rules_failures", "Number of failed proxy rule syncs", registry=r)
         self.services = Gauge("kubeproxy_sync_proxy_rules_services", "Service ports programmed", registry=r)
         self.endpoints = Gauge("kubeproxy_sync_proxy_rules_endpoints", "Endpoints programmed", registry=r)
+        # exposed as kubeproxy_proxy_healthz_total{code} / kubeproxy_proxy_livez_total{code}
+        self.healthz = Counter("kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status",
+                               ["code"], registry=r)
+        self.livez = Counter("kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status", ["code"], registry=r)
+
+
+# Cluster Autoscaler's taint on a node it is about to delete: load balancers should drain it
+# (upstream healthcheck.ToBeDeletedTaint)
+TO_BE_DELETED_TAINT = "ToBeDeletedByClusterAutoscaler"
 
 
 class Health:
@@ -53,6 +64,17 @@ class Health:
         self.started = clock()
         self.last_updated: float | None = None
         self.oldest_pending: float | None = None
+        # eligible while starting and until a Node event says otherwise (as upstream)
+        self.node_eligible = True
+
+    def sync_node(self, node: dict[str, Any] | None) -> None:
+        """A node being deleted (deletionTimestamp set, the autoscaler's taint, or gone) is not
+        eligible: /healthz then fails so that load balancers stop sending it new connections."""
+        if node is None or (node.get("metadata") or {}).get("deletionTimestamp"):
+            self.node_eligible = False
+            return
+        taints = (node.get("spec") or {}).get("taints") or []
+        self.node_eligible = not any(t.get("key") == TO_BE_DELETED_TAINT for t in taints)
 
     def queued(self) -> None:
         if self.oldest_pending is None:

@@ -9,15 +9,26 @@ no-op changes (an update that only touched the resourceVersion).
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds; core/v1 defaults sessionAffinityConfig.clientIP.timeoutSeconds
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
+ZONE_LABEL = "topology.kubernetes.io/zone"  # core/v1 LabelTopologyZone, on Nodes
+# Topology aware routing (KEP-2433): the annotation names since 1.27 and before it
+TOPOLOGY_MODE_ANNOTATION = "service.kubernetes.io/topology-mode"
+TOPOLOGY_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"
+# spec.trafficDistribution values that mean "same zone" (KEP-4444; PreferSameZone is KEP-3015's
+# alias of PreferClose, and the EndpointSlice controller gives PreferSameNode endpoints zone hints
+# too, for proxies that know only zones)
+ZONE_TRAFFIC_DISTRIBUTIONS = frozenset({"PreferClose", "PreferSameZone", "PreferSameNode"})
 
 
 @dataclass(frozen=True, order=True)
@@ -54,6 +65,9 @@ class ServicePort:
     load_balancer_source_ranges: tuple[str, ...] = ()
     # LoadBalancer with externalTrafficPolicy Local: the port the proxy answers health checks on
     health_check_node_port: int = 0
+    # the Service asks for topology aware routing (annotation or trafficDistribution): categorize
+    # then follows the endpoints' zone hints when they are complete (upstream topologyModeFromHints)
+    topology_aware: bool = False
 
     @property
     def proto(self) -> str:
@@ -73,6 +87,7 @@ class Endpoint:
     terminating: bool = False
     node_name: str = ""
     is_local: bool = False
+    zone_hints: tuple[str, ...] = ()  # hints.forZones[].name, sorted: the zones that should use it
 
     @cached_property
     def address(self) -> str:  # hot in rendering: computed once per endpoint
@@ -81,10 +96,12 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """This node, from its Node object: the name for the Local policies, the IPs for NodePorts."""
+    """This node, from its Node object: the name for the Local policies, the IPs for NodePorts,
+    the zone (label topology.kubernetes.io/zone) for topology aware routing."""
 
     name: str
     ips: tuple[str, ...] = ()
+    zone: str = ""
 
 
 def _is_ipv4(ip: str) -> bool:
@@ -102,6 +119,17 @@ def _cidr(text: str) -> str:
     except ValueError:
         return ""
     return str(net) if isinstance(net, ipaddress.IPv4Network) else ""
+
+
+def _wants_topology(meta: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Whether a Service asks for topology aware routing. The annotation wins over the field when
+    both are set (KEP-4444); any annotation value but "disabled"/"Disabled" enables it, as upstream's
+    proxy reads it (the controller only writes hints for "Auto")."""
+    annotations = meta.get("annotations") or {}
+    mode = annotations.get(TOPOLOGY_MODE_ANNOTATION) or annotations.get(TOPOLOGY_HINTS_ANNOTATION) or ""
+    if mode:
+        return mode not in ("disabled", "Disabled")
+    return spec.get("trafficDistribution") in ZONE_TRAFFIC_DISTRIBUTIONS
 
 
 def service_ports(svc: dict[str, Any]) -> dict[ServicePortName, ServicePort]:
@@ -135,6 +163,7 @@ def service_ports(svc: dict[str, Any]) -> dict[ServicePortName, ServicePort]:
         source_ranges = tuple(sorted({_cidr(r) for r in spec.get("loadBalancerSourceRanges") or []} - {""}))
         if external_local:
             health_check_port = int(spec.get("healthCheckNodePort") or 0)
+    topology = _wants_topology(meta, spec)
     out: dict[ServicePortName, ServicePort] = {}
     for p in spec.get("ports") or []:
         proto = p.get("protocol") or "TCP"
@@ -152,6 +181,7 @@ def service_ports(svc: dict[str, Any]) -> dict[ServicePortName, ServicePort]:
             internal_policy_local=(spec.get("internalTrafficPolicy") or "Cluster") == "Local",
             load_balancer_source_ranges=source_ranges,
             health_check_node_port=health_check_port,
+            topology_aware=topology,
         )
     return out
 
@@ -165,6 +195,11 @@ def slice_service_name(eps: dict[str, Any]) -> str | None:
     return f"{meta.get('namespace') or 'default'}/{svc}"
 
 
+def _zone_hints(ep: dict[str, Any]) -> tuple[str, ...]:
+    zones = ((ep.get("hints") or {}).get("forZones")) or []
+    return tuple(sorted({z["name"] for z in zones if isinstance(z, dict) and z.get("name")}))
+
+
 def slice_endpoints(eps: dict[str, Any], node_name: str) -> dict[ServicePortName, tuple[Endpoint, ...]]:
     """The endpoints of one EndpointSlice per service port. Conditions follow discovery/v1: a
     missing `ready` means ready, a missing `serving` means the value of ready."""
@@ -173,12 +208,13 @@ def slice_endpoints(eps: dict[str, Any], node_name: str) -> dict[ServicePortName
         return {}
     ns, name = svc.split("/", 1)
     out: dict[ServicePortName, tuple[Endpoint, ...]] = {}
+    hints = [_zone_hints(ep) for ep in eps.get("endpoints") or []]
     for p in eps.get("ports") or []:
         if p.get("port") is None:
             continue
         spn = ServicePortName(ns, name, p.get("name") or "", p.get("protocol") or "TCP")
         found: list[Endpoint] = []
-        for ep in eps.get("endpoints") or []:
+        for ep, zones in zip(eps.get("endpoints") or [], hints, strict=True):
             addrs = ep.get("addresses") or []
             if not addrs:
                 continue
@@ -189,7 +225,7 @@ def slice_endpoints(eps: dict[str, Any], node_name: str) -> dict[ServicePortName
             found.append(Endpoint(
                 ip=addrs[0], port=int(p["port"]), ready=ready, serving=bool(serving),
                 terminating=bool(cond.get("terminating")), node_name=node,
-                is_local=bool(node_name) and node == node_name,
+                is_local=bool(node_name) and node == node_name, zone_hints=zones,
             ))
         out[spn] = tuple(found)
     return out
@@ -212,12 +248,37 @@ def _usable(eps: list[Endpoint]) -> list[Endpoint]:
     return [e for e in eps if e.serving and e.terminating]
 
 
-def categorize(sp: ServicePort, endpoints: tuple[Endpoint, ...]) -> CategorizedEndpoints:
+def _zone_filtered(sp: ServicePort, eps: list[Endpoint], zone: str) -> list[Endpoint] | None:
+    """For a Service that asked for topology aware routing: the ready endpoints hinted for `zone`,
+    or None when the hints must not be followed (upstream topologyModeFromHints, KEP-2433): the
+    node has no zone, a ready endpoint has no hint (hints half-written by the controller would
+    overload the hinted ones), or no ready endpoint is hinted for this zone (its clients would get
+    nothing)."""
+    ready = [e for e in eps if e.ready]
+    if not ready:
+        return None  # nothing to prefer; the terminating fallback applies to all of them
+    if not zone:
+        log.debug("ignoring topology hints service=%s: node has no %s label", sp.name, ZONE_LABEL)
+        return None
+    if any(not e.zone_hints for e in ready):
+        log.debug("ignoring topology hints service=%s: an endpoint has no zone hint", sp.name)
+        return None
+    mine = [e for e in ready if zone in e.zone_hints]
+    if not mine:
+        log.debug("ignoring topology hints service=%s: no endpoint is hinted for zone=%s", sp.name, zone)
+        return None
+    return mine
+
+
+def categorize(sp: ServicePort, endpoints: tuple[Endpoint, ...], *, zone: str = "") -> CategorizedEndpoints:
     """`endpoints` come sorted from the tracker, so every list here is in a stable order (the
-    rendered rules must be identical for identical input)."""
+    rendered rules must be identical for identical input). `zone` is this node's zone: with it,
+    Cluster-policy traffic of a topology aware Service keeps to the endpoints hinted for the zone
+    when the hints allow; the Local policies never look at hints (upstream CategorizeEndpoints)."""
     eps = list(endpoints)
     out = CategorizedEndpoints()
-    out.cluster = _usable(eps)
+    hinted = _zone_filtered(sp, eps, zone) if sp.topology_aware else None  # (a call less per port at 10k)
+    out.cluster = hinted if hinted is not None else _usable(eps)
     if sp.internal_policy_local or sp.external_policy_local:
         out.local = _usable([e for e in eps if e.is_local])
         seen = {e.address: e for e in out.cluster}

@@ -1,38 +1,45 @@
-"""The nftables back end: one table of our own, `ip kube-proxy`, applied with one `nft -f` transaction.
+"""The nftables back end: one table of our own, `ip kube-proxy`.
 
 Layout (after upstream pkg/proxy/nftables/proxier.go, so the names read the same):
   nat-prerouting / nat-output -> services:
       ip daddr . meta l4proto . th dport vmap @service-ips       (cluster, external and LB IPs)
-      fib daddr type local ... meta l4proto . th dport vmap @service-nodeports
+      fib daddr type local [ip daddr @nodeport-ips] meta l4proto . th dport vmap @service-nodeports
   service-<h>-ns/name/proto/port: masquerade off-cluster sources, then one rule
-      meta l4proto P dnat ip addr . port to numgen random mod N offset BASE map @endpoint-slots-P-S
-      where elements BASE..BASE+N-1 of that map hold the endpoints as `ip . port` (nft_slots.py)
+      meta l4proto P dnat ip addr . port to numgen random mod 65536 offset BASE map @endpoint-slots-P-S
+      where the interval map splits BASE..BASE+65535 into one near-equal interval per endpoint,
+      each holding it as `ip . port` (nft_slots.py)
   endpoint-<h>-...__ip/port: only with sessionAffinity ClientIP (records the client, dnat; the
       service chain then picks with `numgen random mod (n-i) == 0 goto`, as before)
   external-<h>-...: masquerade (or the Local-policy short-circuits), then the policy chain
+  filter-prerouting-pre-dnat / filter-output-pre-dnat -> firewall-check: LB IPs with
+      loadBalancerSourceRanges -> @firewall-ips -> firewall-<h>-...: `ip saddr != {ranges} drop`
   filter hooks: ct state new -> @no-endpoint-services / @no-endpoint-nodeports -> reject / drop
   nat-postrouting: DNATed packets whose `saddr . daddr` is in @hairpin-endpoints (a local backend
       reaching itself) are marked; -> masquerading: masquerade packets carrying mark 0x4000.
 A packet's first lookup is one map lookup whatever the number of Services (the point of this mode).
 
-A full sync flushes the table and writes everything (one transaction, so no packet sees a half
-table); a partial sync rewrites only the changed Services' chains and map elements.
+A full sync empties the table and writes everything with one `nft -f` (one transaction, so no
+packet sees a half table). A partial sync writes only the changed Services: map elements over
+netlink (nft_netlink.py), chains and rules, when they change, with `nft -f`.
 
-Why endpoints are map data (measured, kernel 6.18, nft 1.0.6, perf): the cost of a small commit
-at 10k Services was the kernel's commit-time validation (nf_tables_commit -> nf_tables_validate):
-any new rule with a verdict, dnat or meta expression, and any verdict-map element with jump/goto,
-makes it walk every chain reachable from every base chain, through all elements of the verdict
-maps, twice here (nat-prerouting and nat-output both reach `services`). With one dnat rule per
-endpoint any changed Service cost ~110 ms (benchmarks/proxy.py, 10k Services x 10 endpoints). As
-elements of maps whose data is not a verdict, replaced endpoints are only `delete element` + `add
-element`: ~35 ms, most of it nft itself (start, and the cache fetch: it dumps the table's chains
-and sets before applying a file; a delete measured ~10 ms more than an add; 1.0.6 cannot skip it). A change
-in the number of endpoints still rewrites the one dnat rule and pays the validation (~55 ms), as
-does a new Service (~45 ms: a verdict element); sessionAffinity Services keep per-endpoint chains.
-Two kernel costs shape the maps: the kernel checks each added map element against every rule
-bound to the map (nft_add_set_elem walks set->bindings), and binding a map to a new rule walks all
-its elements; hence SLOT_SHARDS maps per protocol, and a full sync adds slot elements after all
-rules (one map: 18 s for 10k x 10 instead of 1.4 s).
+Why endpoints are data, and why netlink (measured, kernel 6.18, nft 1.0.6, perf, 10k Services x 10
+endpoints, benchmarks/proxy.py):
+- the kernel validates the whole table at commit (nf_tables_commit -> nf_tables_validate) when a
+  transaction adds a rule with a verdict, dnat or meta expression, or a verdict-map element with
+  jump/goto: it walks every chain reachable from every base chain through the verdict maps (twice
+  here: nat-prerouting and nat-output both reach `services`), 10-20 ms. With one dnat rule per
+  endpoint any changed Service cost ~110 ms. Endpoints as elements of data maps skip it; as
+  intervals of a fixed key range, so does a change in their number (the rule's modulus is fixed).
+- `nft -f` first dumps the table to check its input (chains, sets, and every element of an
+  interval map it touches): ~35 ms for a few hash-map elements, ~350 ms for interval elements.
+  The same change as one netlink batch: under 1 ms, kept on one open socket (closing a socket
+  that deleted elements waits for an RCU grace period, 8-15 ms).
+- the kernel checks each added map element against every rule bound to the map (nft_add_set_elem
+  walks set->bindings), and binding a map to a new rule walks its elements: hence SLOT_SHARDS maps
+  per protocol, and a full sync adds slot elements after all rules (one map: 18 s).
+Interval maps make a full sync's load slower than hash maps did (nft -f 2.5 s instead of 1.4 s
+for 10k x 10: nft sorts and checks 100k intervals, the kernel inserts twice as many elements), in
+exchange for every endpoint change costing ~5 ms instead of 35-70 ms.
 """
 
 from __future__ import annotations
@@ -73,8 +80,7 @@ class NftError(RuntimeError):
 
 
 def run_nft(text: str | Iterable[str]) -> None:
-    """`nft -f -` with the input streamed on stdin (nft parses while we render); the whole
-    input is one transaction."""
+    """`nft -f -` with the input on stdin; the whole input is one transaction."""
     rc, err = stream_to(["nft", "-f", "-"], text)
     if rc != 0:
         raise NftError(f"nft -f failed (exit {rc}): {err}; nothing was changed (the input is one transaction)")
@@ -230,10 +236,10 @@ def _endpoint_dispatch(chain: str, sp: ServicePort, eps: list[Endpoint], r: _Ren
 
 
 def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cidr: str | None,
-                   slots: SlotAllocator | None = None, node_ips: tuple[str, ...] = ()) -> _Render:
+                   slots: SlotAllocator | None = None, node_ips: tuple[str, ...] = (), zone: str = "") -> _Render:
     slots = slots if slots is not None else SlotAllocator()
     r = _Render(port=sp.name, affinity_seconds=sp.session_affinity_seconds)
-    cat = categorize(sp, endpoints)
+    cat = categorize(sp, endpoints, zone=zone)
     base = _base(sp)
     svc, local, ext = f"service-{base}", f"local-{base}", f"external-{base}"
     uses_cluster = (not sp.internal_policy_local) or (sp.externally_accessible and not sp.external_policy_local)
@@ -409,7 +415,7 @@ class NftablesBackend:
             return hit[3]
         # the node's IPs and zone are not in the key: a change of either forces a full sync, which
         # empties this cache
-        r = render_service(sp, eps, state.cluster_cidr, self._slots, state.node.ips)
+        r = render_service(sp, eps, state.cluster_cidr, self._slots, state.node.ips, zone=state.node.zone)
         self._cache[spn] = (sp, eps, state.cluster_cidr, r)
         return r
 
@@ -450,9 +456,8 @@ class NftablesBackend:
 
     def render_chunks(self, state: ProxyState, changed: set[str] | None, existing: set[str] | None,
                       renders_out: dict[str, list[_Render]]) -> Iterator[str]:
-        """The nft input of a full sync (the table flushed and rewritten), one Service at a time,
-        so that nft reads while the next Service is rendered. Fills `renders_out` with what each
-        Service has afterwards."""
+        """The nft input of a full sync (the table flushed and rewritten), in pieces. Fills
+        `renders_out` with what each Service has afterwards."""
         self._cache.clear()  # a fresh layout: slots handed out in sorted order, as a restarted proxy would
         self._slots = SlotAllocator()
         renders: dict[str, list[_Render]] = {}
@@ -578,15 +583,11 @@ class NftablesBackend:
         try:
             if full:
                 existing = self._existing_service_chains()
-                sent: list[str] = []
-
-                def chunks() -> Iterator[str]:
-                    for chunk in self.render_chunks(state, None, existing, renders):
-                        sent.append(chunk)
-                        yield chunk
-
-                self.run(chunks())
-                self.last_input = "".join(sent)
+                # rendered whole, then handed to nft: streamed into its stdin while rendering, the
+                # same full sync took 15% longer (nft parses all of its input before it applies
+                # any, so there is nothing to overlap, only two processes taking turns)
+                self.last_input = "".join(self.render_chunks(state, None, existing, renders))
+                self.run(self.last_input)
             else:
                 text, before, after = self.render_partial(state, changed or set(), renders)
                 self.write_elements(before)

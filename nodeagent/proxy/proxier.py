@@ -4,7 +4,8 @@ Informer handlers feed the change trackers and wake the loop. The loop waits at 
 `min_sync_period` between syncs (batching a burst of changes into one), and syncs at least every
 `sync_period` anyway (partial, but a vanished canary turns it into a full one). A sync applies the
 trackers to the maps, hands the back end the changed Services, and on success deletes stale UDP
-conntrack entries and records metrics. A failed sync is retried, as a full sync, after
+conntrack entries, records metrics and tells the healthCheckNodePort server (healthcheck.py) how
+many ready endpoints each Service has here. A failed sync is retried, as a full sync, after
 `min_sync_period` (upstream's BoundedFrequencyRunner and syncProxyRules).
 """
 
@@ -19,8 +20,9 @@ from typing import Any
 
 from nodeagent.proxy.backend import Backend, ProxyState
 from nodeagent.proxy.conntrack import ConntrackCleaner
+from nodeagent.proxy.healthcheck import ServiceHealthUpdater, local_ready_endpoints
 from nodeagent.proxy.metrics import Health, ProxyMetrics
-from nodeagent.proxy.model import Endpoint, NodeInfo, ServicePortName, categorize
+from nodeagent.proxy.model import ZONE_LABEL, Endpoint, NodeInfo, ServicePortName, categorize
 from nodeagent.proxy.tracker import (
     EndpointsChangeTracker,
     EndpointsMap,
@@ -42,12 +44,20 @@ def node_ips(node: dict[str, Any]) -> tuple[str, ...]:
     return tuple(a["address"] for a in addrs if a.get("type") in ("InternalIP", "ExternalIP") and a.get("address"))
 
 
+def node_info(name: str, node: dict[str, Any] | None) -> NodeInfo:
+    """What the back ends need of this Node (a deleted Node leaves only the name)."""
+    if node is None:
+        return NodeInfo(name)
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return NodeInfo(name, node_ips(node), zone=labels.get(ZONE_LABEL) or "")
+
+
 def _had_endpoints(spn: ServicePortName, state: ProxyState, svc_res: ServiceUpdateResult,
                    ep_res: EndpointsUpdateResult) -> bool:
     """Whether the port was served before this sync's changes (a new port was not)."""
     sp = svc_res.previous.get(spn) if spn.service in svc_res.changed else state.services.get(spn)
     eps = ep_res.previous.get(spn, state.endpoints.get(spn, ()))
-    return sp is not None and bool(categorize(sp, eps).cluster)
+    return sp is not None and bool(categorize(sp, eps, zone=state.node.zone).cluster)
 
 
 class Proxier:
@@ -55,7 +65,8 @@ class Proxier:
                  metrics: ProxyMetrics | None = None, conntrack: ConntrackCleaner | None = None,
                  min_sync_period: float = 1.0, sync_period: float = 30.0,
                  health: Health | None = None, wall_clock: Callable[[], float] = time.time,
-                 nodeport_addresses: tuple[str, ...] = ()) -> None:
+                 nodeport_addresses: tuple[str, ...] = (),
+                 service_health: ServiceHealthUpdater | None = None) -> None:
         self.backend = backend
         self.cluster_cidr = cluster_cidr
         self.nodeport_addresses = nodeport_addresses
@@ -64,6 +75,7 @@ class Proxier:
         self.min_sync_period = min_sync_period
         self.sync_period = sync_period
         self.health = health or Health(timeout=2 * sync_period)
+        self.service_health = service_health  # the healthCheckNodePort listeners, if any
         self.wall_clock = wall_clock
         self.node = NodeInfo(node_name)
         self.svc_tracker = ServiceChangeTracker()
@@ -98,8 +110,13 @@ class Proxier:
             self._queued()
 
     def on_node(self, node: dict[str, Any] | None) -> None:
-        info = NodeInfo(self.node.name, node_ips(node) if node else ())
+        self.health.sync_node(node)
+        info = node_info(self.node.name, node)
         if info != self.node:
+            if info.zone != self.node.zone:
+                log.info("node zone changed node=%s zone=%s previous=%s", info.name, info.zone or "-",
+                         self.node.zone or "-")
+            # every rendered rule may depend on the IPs (node ports) or the zone (topology hints)
             self.node = info
             self._force_full = True
             self._queued()
@@ -165,7 +182,7 @@ class Proxier:
                     spn for svc in svc_res.changed | ep_res.changed for spn in state.ports_of(svc)
                     if spn.protocol == "UDP"
                     and not _had_endpoints(spn, state, svc_res, ep_res)
-                    and categorize(state.services[spn], state.endpoints.get(spn, ())).cluster]
+                    and categorize(state.services[spn], state.endpoints.get(spn, ()), zone=state.node.zone).cluster]
                 try:
                     self.conntrack.cleanup(state.services, self._pending_udp_ips, self._pending_eps, newly,
                                            svc_res.previous)
@@ -173,9 +190,21 @@ class Proxier:
                     log.warning("conntrack cleanup failed error=%s", e)
             self._pending_udp_ips = set()
             self._pending_eps = set()
+            self._update_service_health(state)
             log.info("synced backend=%s full=%s services=%d elapsed_ms=%.1f", self.backend.name, result.full,
                      len(state.services), elapsed * 1000)
             return True
+
+    def _update_service_health(self, state: ProxyState) -> None:
+        """Hand the health server the Services with a healthCheckNodePort and their local ready
+        endpoints. Never fails the sync: the rules are in place already."""
+        if self.service_health is None:
+            return
+        ports = dict(self.svc_map.health_check_ports)
+        try:
+            self.service_health.update(ports, local_ready_endpoints(ports, state))
+        except Exception as e:
+            log.warning("health check update failed services=%d error=%s", len(ports), e)
 
     # -- the loop -----------------------------------------------------------------------------
     async def run(self, ready: Awaitable[Any] | None = None) -> None:

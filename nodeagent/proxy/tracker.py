@@ -91,6 +91,8 @@ class ServiceMap:
     def __init__(self) -> None:
         self.ports: ServicePorts = {}
         self.by_service: dict[str, list[ServicePortName]] = {}  # ns/name -> its ports
+        # ns/name -> healthCheckNodePort, kept here so the health server's input costs O(changed)
+        self.health_check_ports: dict[str, int] = {}
 
     def apply(self, tracker: ServiceChangeTracker) -> ServiceUpdateResult:
         result = ServiceUpdateResult()
@@ -107,6 +109,12 @@ class ServiceMap:
                 self.by_service[key] = sorted(change.current, key=lambda s: (s.port, s.protocol))
             else:
                 self.by_service.pop(key, None)
+            # one per Service (a Service field): any of its ports carries it
+            hc = next((sp.health_check_node_port for sp in change.current.values() if sp.health_check_node_port), 0)
+            if hc:
+                self.health_check_ports[key] = hc
+            else:
+                self.health_check_ports.pop(key, None)
             result.changed.add(key)
         # an IP still used by another UDP port must keep its entries
         still = {sp.cluster_ip for sp in self.ports.values() if sp.protocol == "UDP"}

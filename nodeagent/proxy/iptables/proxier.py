@@ -155,6 +155,7 @@ class _Inputs(NamedTuple):
     large: bool  # comment mode (LARGE_CLUSTER_ENDPOINTS)
     node_ips: tuple[str, ...]  # loadBalancerSourceRanges' allowFromNode
     nodeport_addresses: tuple[str, ...]
+    zone: str = ""  # topology hints: which endpoints Cluster-policy traffic uses
 
 
 # Above this many endpoints in all, per-endpoint rules carry no comment (upstream's
@@ -186,12 +187,12 @@ def _firewall(sp: ServicePort, ext: str, node_ips: tuple[str, ...], r: _ServiceR
 
 def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cidr: str | None,
                    large: bool = False, node_ips: tuple[str, ...] = (),
-                   nodeport_addresses: tuple[str, ...] = ()) -> _ServiceRender:
+                   nodeport_addresses: tuple[str, ...] = (), zone: str = "") -> _ServiceRender:
     """All rules of one service port (pure: same input, same text)."""
     r = _ServiceRender()
     spn = str(sp.name)
     proto = sp.proto
-    cat = categorize(sp, endpoints)
+    cat = categorize(sp, endpoints, zone=zone)
     uses_cluster = (not sp.internal_policy_local) or (sp.externally_accessible and not sp.external_policy_local)
     cluster_eps = cat.cluster if uses_cluster else []
     local_eps = cat.local
@@ -335,7 +336,7 @@ class IptablesBackend:
     @staticmethod
     def _global_inputs(state: ProxyState) -> _Inputs:
         return _Inputs(state.cluster_cidr, sum(len(e) for e in state.endpoints.values()) > LARGE_CLUSTER_ENDPOINTS,
-                       state.node.ips, state.nodeport_addresses)
+                       state.node.ips, state.nodeport_addresses, state.node.zone)
 
     def _update_renders(self, state: ProxyState, changed: set[str] | None) -> set[ServicePortName]:
         """Bring the per-service-port render cache up to `state`; returns the ports re-rendered or
@@ -360,7 +361,8 @@ class IptablesBackend:
             hit = self._cache.get(spn)
             if hit is not None and hit[0] == sp and hit[1] == eps and hit[2] == inputs:
                 continue
-            r = render_service(sp, eps, inputs.cluster_cidr, inputs.large, inputs.node_ips, inputs.nodeport_addresses)
+            r = render_service(sp, eps, inputs.cluster_cidr, inputs.large, inputs.node_ips, inputs.nodeport_addresses,
+                               zone=inputs.zone)
             if hit is None or _shared_lines(hit[3]) != _shared_lines(r):
                 self._shared_changed = True
             self._cache[spn] = (sp, eps, inputs, r)
