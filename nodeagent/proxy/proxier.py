@@ -12,6 +12,7 @@ many ready endpoints each Service has here. A failed sync is retried, as a full 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -144,6 +145,18 @@ class Proxier:
     # -- one sync (blocking; call from a worker thread) ---------------------------------------
     def sync_once(self, force_full: bool = False) -> bool:
         """Apply pending changes and sync the back end. Returns True on success."""
+        # A sync allocates a great many short-lived objects while the maps and render caches keep
+        # ~1M long-lived ones tracked, so the cyclic GC's collections during a sync each walked
+        # those: 0.2 s of a 0.5 s render of 10k Services (measured). Collection waits for the end.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._sync_once(force_full)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _sync_once(self, force_full: bool) -> bool:
         with self._sync_lock:
             start = time.monotonic()
             svc_res = self.svc_map.apply(self.svc_tracker)
