@@ -3,6 +3,9 @@ the kube-dns Service (10.96.0.10, served by the proxy like any other), headless 
 ready pods, deletions reach answers, and replacing the DNS backend does not black-hole a client
 that keeps its UDP source port (its conntrack entry must follow the new endpoint).
 
+This cluster's proxies run in nftables mode (test_cluster.py's in iptables mode), so every Service
+here, kube-dns included, goes through the `ip kube-proxy` table end to end.
+
 Tests run in file order and build on each other. HTTP by name uses the toolbox's `wget` (busybox's,
 behind a wrapper that enforces -T with `timeout`: Debian's busybox-static crashes on its own -T).
 """
@@ -72,7 +75,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[E2ECluster]:
-    with local_cluster("dns", nodes=2) as c:
+    with local_cluster("dns", nodes=2, extra=("--proxy-mode", "nftables")) as c:
         yield c
 
 
@@ -99,6 +102,17 @@ def test_kube_dns_service_is_registered(cluster: E2ECluster) -> None:
     slices = cluster.kubectl.items("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
                                    "?labelSelector=kubernetes.io/service-name%3Dkube-dns")
     assert [e["addresses"] for s in slices for e in s["endpoints"]] == [[cluster.plan.control_plane.ip]]
+    # and every node's nftables proxy serves it (none of them writes KUBE-* iptables chains)
+    for m in cluster.plan.node_members:
+        def listed(m: Any = m) -> str:
+            return subprocess.run([*nsenter_argv(m.netns), "nft", "list", "map", "ip", "kube-proxy", "service-ips"],
+                                  capture_output=True, text=True).stdout
+
+        wait_for(f"kube-dns in {m.name}'s service-ips map",
+                 lambda: "10.96.0.10 . udp . 53 : goto service-" in listed(), 30)
+        legacy = subprocess.run([*nsenter_argv(m.netns), "iptables-legacy-save", "-t", "nat"],
+                                capture_output=True, text=True).stdout
+        assert "KUBE-SERVICES" not in legacy
 
 
 def test_pods_resolve_and_reach_services_by_name(cluster: E2ECluster) -> None:
