@@ -2,7 +2,9 @@
 
 State is derived from the stored Services at start (no separate bitmap to leak or drift), then kept
 in memory: allocate on create, release on delete or when an update drops the value. The first
-address of the range is reserved for the `kubernetes` Service (upstream does the same).
+address of the range is reserved for the `kubernetes` Service (upstream does the same). One
+NodePortAllocator serves both the ports' nodePorts and a LoadBalancer/Local Service's
+healthCheckNodePort, as upstream's single service-node-port-range allocator does.
 """
 
 from __future__ import annotations

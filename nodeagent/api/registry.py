@@ -42,7 +42,17 @@ from nodeagent.api.store import (
     Store,
     WatchStream,
 )
-from nodeagent.api.validation import LABEL, LABEL1035, PATH_SEGMENT, SUBDOMAIN, Cause, validate_metadata
+from nodeagent.api.validation import (
+    LABEL,
+    LABEL1035,
+    PATH_SEGMENT,
+    SUBDOMAIN,
+    Cause,
+    health_check_node_port,
+    needs_health_check,
+    validate_metadata,
+    validate_service_external_traffic,
+)
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -285,15 +295,23 @@ class Registry:
                     self.node_ports.allocate_specific(int(p["nodePort"]))
                 except (AllocationError, ValueError):
                     pass
+        # The healthCheckNodePort comes from the same range: without it here, a restart would hand
+        # the port out again as somebody's nodePort.
+        hc = health_check_node_port(spec) if needs_health_check(spec) else 0
+        if hc:
+            try:
+                self.node_ports.allocate_specific(hc)
+            except AllocationError as e:
+                log.warning("msg=\"healthCheckNodePort in store not reserved\" port=%d service=%s/%s error=\"%s\"", hc,
+                            (svc.get("metadata") or {}).get("namespace"), (svc.get("metadata") or {}).get("name"), e)
 
     def _release_service(self, svc: Obj) -> None:
         spec = svc.get("spec") or {}
         for ip in spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []):
             if ip and ip != "None" and ip != self.cluster_ips.first:
                 self.cluster_ips.release(ip)
-        for p in spec.get("ports") or []:
-            if isinstance(p, dict) and p.get("nodePort"):
-                self.node_ports.release(int(p["nodePort"]))
+        for port in _held_node_ports(spec):
+            self.node_ports.release(port)
 
     def _prepare_service(self, svc: Obj, old: Obj | None, allow_reserved: bool = False) -> list[Cause]:
         """Default and allocate. Allocations made here are recorded in svc["__allocated"] so a
@@ -343,7 +361,7 @@ class Registry:
             spec.pop("clusterIPs", None)
             if not spec.get("externalName"):
                 causes.append(("spec.externalName", "FieldValueRequired", "Required value"))
-            return causes
+            return causes + self._health_check_node_port(svc, spec, old)
         spec.setdefault("internalTrafficPolicy", "Cluster")
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
@@ -371,7 +389,8 @@ class Registry:
             spec["clusterIP"] = ip
             spec["clusterIPs"] = [ip]
         if stype in ("NodePort", "LoadBalancer"):
-            spec.setdefault("externalTrafficPolicy", "Cluster")
+            if spec.get("externalTrafficPolicy") in (None, ""):
+                spec["externalTrafficPolicy"] = "Cluster"  # upstream SetDefaults_Service
             old_ports = {(p.get("port"), p.get("protocol")): p.get("nodePort")
                          for p in old_spec.get("ports") or [] if isinstance(p, dict)}
             for i, p in enumerate(ports):
@@ -395,7 +414,47 @@ class Registry:
                     causes.append(("spec.ports[].nodePort", "FieldValueForbidden",
                                    f"Forbidden: may not be used when `type` is '{stype}'"))
                 p.pop("nodePort", None)
-        return causes
+        if causes:
+            return causes  # upstream fails on the nodePorts before it allocates the health check port
+        return self._health_check_node_port(svc, spec, old)
+
+    def _health_check_node_port(self, svc: Obj, spec: Obj, old: Obj | None) -> list[Cause]:
+        """Allocate, keep, or wipe spec.healthCheckNodePort, then validate it (upstream alloc.go
+        txnAllocNodePorts/updateHealthCheckNodePort, storage.go patchAllocatedValues, strategy.go
+        dropTypeDependentFields). It comes from the nodePort range and allocator; the old port is
+        released only after the write (_after_service_update), a new one rolled back on failure."""
+        old_spec = (old or {}).get("spec") or {}
+        old_port = health_check_node_port(old_spec) if needs_health_check(old_spec) else 0
+        raw = spec.get("healthCheckNodePort")
+        if raw is not None and (not isinstance(raw, int) or isinstance(raw, bool)):
+            return validate_service_external_traffic(spec, old_spec if old is not None else None)
+        port = health_check_node_port(spec)
+        if needs_health_check(spec):
+            if old_port:
+                if port == 0:
+                    spec["healthCheckNodePort"] = old_port  # the client left the allocated value out
+            else:
+                try:
+                    if port:
+                        self.node_ports.allocate_specific(port)
+                    else:
+                        port = self.node_ports.allocate_next()
+                except AllocationError as e:
+                    # Upstream answers an allocation failure here with an InternalError (500), unlike
+                    # a taken nodePort (422): alloc.go wraps allocHealthCheckNodePort's error so.
+                    self._rollback_allocations(svc)
+                    why = (f"failed to allocate requested HealthCheck NodePort {port}: {e}" if port
+                           else f"failed to allocate a HealthCheck NodePort 0: {e}")
+                    raise errors.ApiError(500, "InternalError", f"Internal error occurred: {why}",
+                                          causes=[{"message": why}]) from None
+                svc["__allocated"]["ports"].append(port)
+                spec["healthCheckNodePort"] = port
+        elif old_port and port == old_port:
+            # No longer needed and the client did not change it: wipe it (released after the write).
+            spec.pop("healthCheckNodePort", None)
+        elif port == 0:
+            spec.pop("healthCheckNodePort", None)  # a Go int32 zero: JSON omits it
+        return validate_service_external_traffic(spec, old_spec if old is not None else None)
 
     def _rollback_allocations(self, svc: Obj) -> None:
         alloc = svc.pop("__allocated", None) or {}
@@ -406,10 +465,9 @@ class Registry:
 
     def _after_service_update(self, old: Obj, new: Obj) -> None:
         """Release what the old Service held and the new one no longer does."""
-        new_ports = {p.get("nodePort") for p in (new.get("spec") or {}).get("ports") or [] if isinstance(p, dict)}
-        for p in (old.get("spec") or {}).get("ports") or []:
-            if isinstance(p, dict) and p.get("nodePort") and p["nodePort"] not in new_ports:
-                self.node_ports.release(int(p["nodePort"]))
+        keep = _held_node_ports(new.get("spec") or {})
+        for port in _held_node_ports(old.get("spec") or {}) - keep:
+            self.node_ports.release(port)
 
     # --- create ----------------------------------------------------------------------------
     async def create(self, kind: Kind, namespace: str | None, obj: Obj, *, dry_run: bool = False,
@@ -456,11 +514,15 @@ class Registry:
             return obj
         try:
             e = await self.store.create(resource_key(kind), ns, name, obj)
-        except KeyExists:
+        except Exception as err:
+            # AlreadyExists or a storage failure: nothing stays allocated. Not on cancellation: the
+            # store may already hold the object (its commit is shielded), and with it the ports.
             if kind is kinds.SERVICES:
                 obj["__allocated"] = alloc
                 self._rollback_allocations(obj)
-            raise errors.already_exists(kind.plural, kind.group, name) from None
+            if isinstance(err, KeyExists):
+                raise errors.already_exists(kind.plural, kind.group, name) from None
+            raise
         return e.obj
 
     # --- update ----------------------------------------------------------------------------
@@ -482,7 +544,12 @@ class Registry:
             res = mutate(copy_obj(cur), cur)
             new = await res if asyncio.iscoroutine(res) else res
             assert isinstance(new, dict)
-            new = self._prepare_update(kind, cur.obj, new, subresource)
+            try:
+                new = self._prepare_update(kind, cur.obj, new, subresource)
+            except Exception:
+                if kind is kinds.SERVICES:
+                    self._rollback_allocations(new)  # a check after the allocation failed
+                raise
             alloc = new.pop("__allocated", None)
             if new == cur.obj or dry_run:
                 # Upstream skips the write for a no-op update and returns the stored object.
@@ -495,17 +562,25 @@ class Registry:
                 if meta.get("deletionTimestamp") and not meta.get("finalizers") and \
                         self._deletion_complete(kind, new):
                     e = await self.store.delete(resource_key(kind), ns, name, cur.rev)
+                    if alloc:  # the object is gone: what this update allocated is held by nobody
+                        new["__allocated"] = alloc
+                        self._rollback_allocations(new)
                     self._on_deleted(kind, e.obj)
                     return e.obj, False
                 e = await self.store.update(resource_key(kind), ns, name, new, cur.rev)
-            except RevisionConflict:
+            except Exception as err:
+                # A conflict, the object deleted meanwhile (retried, then 404) or a storage failure:
+                # the write did not happen, so neither may the allocations made for it. (Not on
+                # cancellation: the shielded commit may still store the object holding them.)
                 if alloc:
                     new["__allocated"] = alloc
                     self._rollback_allocations(new)
+                if isinstance(err, KeyNotFound):
+                    continue
+                if not isinstance(err, RevisionConflict):
+                    raise
                 if precondition_rv:
                     raise errors.conflict(kind.plural, kind.group, name) from None
-                continue
-            except KeyNotFound:
                 continue
             if kind is kinds.SERVICES:
                 self._after_service_update(cur.obj, e.obj)
@@ -1175,6 +1250,21 @@ def _check_shape(kind: Kind, obj: Obj) -> None:
     for fld in ("name", "namespace", "generateName", "resourceVersion"):
         if meta.get(fld) is not None and not isinstance(meta[fld], str):
             raise errors.bad_request(f"{kind.kind}.metadata.{fld}: expected a string, got {type(meta[fld]).__name__}")
+
+
+def _held_node_ports(spec: Obj) -> set[int]:
+    """The ports a stored Service holds in the nodePort allocator: its nodePorts and, when it needs
+    one, its healthCheckNodePort (upstream releaseAllocatedResources)."""
+    held: set[int] = set()
+    for p in spec.get("ports") or []:
+        if isinstance(p, dict) and p.get("nodePort"):
+            try:
+                held.add(int(p["nodePort"]))
+            except (TypeError, ValueError):
+                pass
+    if needs_health_check(spec) and health_check_node_port(spec):
+        held.add(health_check_node_port(spec))
+    return held
 
 
 def old_ports_has(old_spec: Obj, node_port: Any) -> bool:

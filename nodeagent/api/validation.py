@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 Cause = tuple[str, str, str]  # (field, reason type, message)
+Obj = dict[str, Any]
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN = rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*"
@@ -161,4 +163,49 @@ def validate_metadata(meta: Any, name_rule: str) -> list[Cause]:
             if controllers > 1:
                 causes.append(("metadata.ownerReferences", "FieldValueInvalid",
                                "Invalid value: only one reference can have Controller set to true"))
+    return causes
+
+
+# --- Service external traffic (validation.go validateServiceExternalTrafficPolicy and
+# validateServiceExternalTrafficFieldsUpdate) ----------------------------------------------------
+EXTERNAL_TRAFFIC_POLICIES = ("Cluster", "Local")
+
+
+def needs_health_check(spec: Any) -> bool:
+    """Only a LoadBalancer with externalTrafficPolicy Local has a healthCheckNodePort (upstream
+    pkg/api/service NeedsHealthCheck): the balancer asks each node whether it has local endpoints."""
+    return isinstance(spec, dict) and spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+
+
+def health_check_node_port(spec: Any) -> int:
+    """The requested healthCheckNodePort, 0 when unset (a Go int32: absent, null and 0 are one value)."""
+    v = spec.get("healthCheckNodePort") if isinstance(spec, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def validate_service_external_traffic(spec: Obj, old_spec: Obj | None) -> list[Cause]:
+    """externalTrafficPolicy and healthCheckNodePort of a defaulted, allocated Service spec;
+    old_spec is the stored spec on update. Runs after allocation, as upstream validation does."""
+    causes: list[Cause] = []
+    fld = "spec.healthCheckNodePort"
+    etp = spec.get("externalTrafficPolicy")
+    if spec.get("type") in ("NodePort", "LoadBalancer") and etp not in EXTERNAL_TRAFFIC_POLICIES:
+        supported = ", ".join(f'"{p}"' for p in EXTERNAL_TRAFFIC_POLICIES)
+        causes.append(("spec.externalTrafficPolicy", "FieldValueNotSupported",
+                       f"Unsupported value: {json.dumps(etp)}: supported values: {supported}"))
+    raw = spec.get("healthCheckNodePort")
+    if raw is not None and (not isinstance(raw, int) or isinstance(raw, bool)):
+        return causes + [(fld, "FieldValueInvalid", f"Invalid value: {json.dumps(raw)}: must be an integer")]
+    port = health_check_node_port(spec)
+    old_port = health_check_node_port(old_spec) if old_spec is not None and needs_health_check(old_spec) else 0
+    if old_port and needs_health_check(spec) and port != old_port:
+        causes.append((fld, "FieldValueForbidden", "Forbidden: field is immutable"))
+    if not needs_health_check(spec):
+        if port != 0:
+            causes.append((fld, "FieldValueInvalid", f"Invalid value: {port}: may only be set when `type` is "
+                                                     "'LoadBalancer' and `externalTrafficPolicy` is 'Local'"))
+    elif port == 0:
+        causes.append((fld, "FieldValueRequired", "Required value"))
+    elif not 0 < port < 65536:
+        causes.append((fld, "FieldValueInvalid", f"Invalid value: {port}: must be between 1 and 65535, inclusive"))
     return causes
