@@ -11,7 +11,7 @@ Layout (upstream pkg/proxy/iptables/proxier.go, so `iptables-save` reads as user
   KUBE-SEP-<h>: mark hairpin traffic (source is the endpoint) for masquerade, DNAT to ip:port.
   nat POSTROUTING -> KUBE-POSTROUTING: masquerade packets carrying mark 0x4000 (KUBE-MARK-MASQ).
   filter KUBE-SERVICES / KUBE-EXTERNAL-SERVICES: REJECT services with no endpoints (DROP when only
-      the Local policy leaves none).
+      the Local policy leaves none). filter KUBE-NODEPORTS (from INPUT) ACCEPTs healthCheckNodePorts.
   loadBalancerSourceRanges: KUBE-SERVICES sends a load-balancer IP to KUBE-FW-<h> (nat) instead of
       KUBE-EXT-<h>; it jumps to KUBE-EXT-<h> for each allowed source range (and for the LB IP
       itself as source when a range holds a node IP), so only allowed packets are DNATed. filter
@@ -53,6 +53,8 @@ JUMPS: tuple[tuple[str, str, dict[str, object]], ...] = (
     ("filter", "INPUT", {"conntrack": {"ctstate": "NEW"},
                          "comment": {"comment": "kubernetes externally-visible service portals"},
                          "target": n.KUBE_EXTERNAL_SERVICES}),
+    ("filter", "INPUT", {"comment": {"comment": "kubernetes health check service ports"},
+                         "target": n.KUBE_NODEPORTS}),
     ("filter", "FORWARD", FIREWALL_JUMP),
     ("filter", "FORWARD", {"comment": {"comment": "kubernetes forwarding rules"}, "target": n.KUBE_FORWARD}),
     ("filter", "FORWARD", {"conntrack": {"ctstate": "NEW"},
@@ -95,12 +97,14 @@ class _ServiceRender:
     filter_services: list[str] = field(default_factory=list)
     filter_external: list[str] = field(default_factory=list)
     filter_firewall: list[str] = field(default_factory=list)  # KUBE-PROXY-FIREWALL
+    filter_nodeports: list[str] = field(default_factory=list)  # health check node ports (filter KUBE-NODEPORTS)
     chains: dict[str, list[str]] = field(default_factory=dict)  # nat chain -> its rules
 
 
 def _shared_lines(r: _ServiceRender) -> tuple[list[str], ...]:
     """The lines a service port puts in the shared chains (KUBE-SERVICES and friends)."""
-    return (r.nat_services, r.nat_nodeports, r.filter_services, r.filter_external, r.filter_firewall)
+    return (r.nat_services, r.nat_nodeports, r.filter_services, r.filter_external, r.filter_firewall,
+            r.filter_nodeports)
 
 
 def nodeport_destinations(nodeport_addresses: tuple[str, ...]) -> tuple[str, ...]:
@@ -207,6 +211,11 @@ def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cid
             return f'"{spn} has no local endpoints"', "DROP"
         return f'"{spn} has no endpoints"', "REJECT"
 
+    if sp.health_check_node_port:
+        # accepted before the host's own INPUT rules can drop it: the load balancer's health
+        # checks must reach the proxy's listener even on a locked-down node (upstream)
+        r.filter_nodeports.append(f'-A {n.KUBE_NODEPORTS} -m comment --comment "{spn} health check node port" '
+                                  f"-m tcp -p tcp --dport {sp.health_check_node_port} -j ACCEPT")
     # cluster IP
     if internal_eps:
         r.nat_services.append(f'-A {n.KUBE_SERVICES} -m comment --comment "{spn} cluster IP" {match} '
@@ -402,6 +411,7 @@ class IptablesBackend:
         filter_services: list[str] = []
         filter_external: list[str] = []
         filter_firewall: list[str] = []
+        filter_nodeports: list[str] = []
         for r in self._ordered:
             if r.nat_services:
                 nat_services += r.nat_services
@@ -413,12 +423,15 @@ class IptablesBackend:
                 filter_external += r.filter_external
             if r.filter_firewall:
                 filter_firewall += r.filter_firewall
+            if r.filter_nodeports:
+                filter_nodeports += r.filter_nodeports
 
         out: list[str] = ["*filter"]
         out += [f":{c} - [0:0]" for c in n.FILTER_STATIC]
         out += filter_services
         out += filter_external
         out += filter_firewall
+        out += filter_nodeports
         out += [
             f"-A {n.KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
             f'-A {n.KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" '

@@ -279,3 +279,22 @@ def test_cleanup_in_pieces_for_the_nft_backend_removes_everything() -> None:
     for table in ("nat", "filter"):
         assert not [c for c in ipt.chains(table) if c.startswith("KUBE-")], table
     assert not [r for r in ipt.rules("nat", "PREROUTING") if "KUBE-" in r]
+
+
+def test_health_check_node_port_is_accepted_before_the_hosts_own_input_rules() -> None:
+    p, ipt, tracer = iptables_proxier()
+    lb = service("lb", "10.96.0.80", type_="LoadBalancer", externalTrafficPolicy="Local",
+                 healthCheckNodePort=32123, ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
+    p.on_service(None, lb)
+    p.on_endpoint_slice(endpoint_slice("lb", [endpoint("10.244.1.2", "n1")]))
+    assert p.sync_once()
+    assert ipt.rules("filter", names.KUBE_NODEPORTS) == [
+        "-m comment --comment 'default/lb:http health check node port' -m tcp -p tcp --dport 32123 -j ACCEPT"]
+    # a locked-down node: everything else it receives is dropped by its own rule after ours
+    ipt.ensure_rule("filter", "INPUT", {"target": "DROP"}, position="append")
+    assert tracer.trace(Packet("192.168.56.2", NODE_IP, "tcp", 32123)) == {Outcome("ACCEPT", None, False)}
+    assert tracer.trace(Packet("192.168.56.2", NODE_IP, "tcp", 22)) == {Outcome("DROP", None, False)}
+    # the Service goes: so does its ACCEPT
+    p.on_service(lb, None)
+    assert p.sync_once()
+    assert ipt.rules("filter", names.KUBE_NODEPORTS) == []
