@@ -3,7 +3,9 @@
 trace sends one request from a client pod to a Service and shows where it went, hop by hop (seed
 002's picture, and seed 003's `nsenter -t PID -n tcpdump`): tcpdump on the client pod's eth0, on its
 host-side veth and on cni0 in the client's node, the NAT rule whose packet counter moved (the
-KUBE-SVC random pick and the KUBE-SEP DNAT), the conntrack entry, and tcpdump on the backend's veth.
+KUBE-SVC random pick and the KUBE-SEP DNAT; in nftables mode the Service's map entry, its chain and
+each endpoint's share of the chain's key range, nftpath.py), the conntrack entry, and tcpdump on the
+backend's veth.
 """
 
 from __future__ import annotations
@@ -146,8 +148,8 @@ def _trace(args: argparse.Namespace, out: Any) -> int:
         finally:
             for c in caps:
                 c.stop()
-        if natrules.changed(before, after) or reply.status != 200 or attempt == 2:
-            break
+        if natrules.changed(before, after) or not before or reply.status != 200 or attempt == 2:
+            break  # (no KUBE-* rules for it: the node runs nftables mode, nothing to retry for)
     ct_filter = ["--sport", str(reply.local_port)] if reply.local_port else []
     conntrack = subprocess.run([*nsenter_argv(client.node.netns_path), "conntrack", "-L", "-p", "tcp",
                                 "-s", client.ip, "-d", cluster_ip, *ct_filter],
@@ -158,7 +160,10 @@ def _trace(args: argparse.Namespace, out: Any) -> int:
         if c.label.startswith(("5.", "6.")) and not c.lines:
             continue  # the backend was local, or not this one
         if c.label.startswith("4."):
-            _write_nat(out, client.node.name, before, after)
+            if before or after:
+                _write_nat(out, client.node.name, before, after)
+            else:
+                _write_nft(out, client.node.name, client.node.netns_path, cluster_ip, port_spec)
         out.write(f"{c.label}\n   $ {shlex.join(c.argv(bpf))}\n")
         for line in (c.lines or ["(no packets)"])[:4]:
             out.write(f"     {line}\n")
@@ -182,6 +187,23 @@ def _write_nat(out: Any, node: str, before: list[Any], after: list[Any]) -> None
     if not moved:
         out.write("     (none moved: is the Service's chain programmed on this node?)\n")
     out.write("\n")
+
+
+def _write_nft(out: Any, node: str, netns: str, cluster_ip: str, port_spec: dict[str, Any]) -> None:
+    from nodeagent.cluster import nftpath
+    proto = (port_spec.get("protocol") or "TCP").lower()
+    path = nftpath.service_path(netns, cluster_ip, proto, int(port_spec["port"]))
+    if path is None:
+        out.write(f"3. no KUBE-* iptables rules and no nftables entry for {cluster_ip} on {node}: "
+                  "is the Service programmed on this node?\n\n")
+        return
+    out.write(f"3. nftables on {node} (the proxy's nftables mode; `nft list table ip kube-proxy`):\n"
+              f"     services: ip daddr . meta l4proto . th dport vmap @service-ips -> {path.entry}\n")
+    for rule in path.rules:
+        out.write(f"     {path.chain}: {rule}\n")
+    for lo, hi, target in path.shares:
+        out.write(f"     key {lo}-{hi} ({(hi - lo + 1) / path.span:.1%} of draws) -> DNAT to {target.replace(' . ', ':')}\n")
+    out.write("     (nftables keeps no per-endpoint counters: the endpoint this packet got is in conntrack, 7.)\n\n")
 
 
 def netns_main(args: argparse.Namespace, out: Any = sys.stdout) -> int:

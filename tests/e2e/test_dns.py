@@ -12,6 +12,7 @@ behind a wrapper that enforces -T with `timeout`: Debian's busybox-static crashe
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -143,6 +144,20 @@ def test_pods_resolve_and_reach_services_by_name(cluster: E2ECluster) -> None:
 
         body = wait_for(f"GET http://web.default from {pod}", http_get, 90)
         assert body.strip().splitlines()[-1] in backends, body
+
+
+def test_trace_shows_the_nftables_path(cluster: E2ECluster) -> None:
+    """`nodeagent trace` in nftables mode: the map entry, the chain's one dnat rule, each
+    endpoint's share of its key range, and the conntrack entry naming the endpoint it got."""
+    base = ("--name", cluster.name, "--base-dir", str(cluster.base_dir))
+    p = cluster.nodeagent("trace", "web", "--from", "dns-client0", *base, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    web_ip = cluster.kubectl.get_json(["service", "web"])["spec"]["clusterIP"]
+    assert f"@service-ips -> {web_ip} . tcp . 80 : goto service-" in p.stdout, p.stdout
+    shares = re.findall(r"\((\d+\.\d)% of draws\) -> DNAT to ([\d.]+):8080", p.stdout)
+    assert sorted(ip for _, ip in shares) == sorted(b["status"]["podIP"] for b in cluster.ready_pods("app=web"))
+    assert all(share == "50.0" for share, _ in shares), p.stdout
+    assert "reply: 200" in p.stdout and "KUBE-" not in p.stdout
 
 
 def test_headless_service_returns_each_ready_pod(cluster: E2ECluster) -> None:
