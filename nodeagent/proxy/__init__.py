@@ -14,5 +14,6 @@
     healthcheck.py  healthCheckNodePort listeners (LoadBalancer, externalTrafficPolicy Local)
     metrics.py, http.py   /metrics (upstream names), /healthz and /livez
     loader.py       streams input into iptables-restore / nft -f
+    config.py       --config: a KubeProxyConfiguration file onto the flags (upstream precedence)
     command.py      `nodeagent proxy`
 """

@@ -7,7 +7,15 @@ for KUBE-* chains (docs/components.md), and there a full sync is one atomic comm
 end (--iptables-backend nft) makes one changed Service much cheaper at scale (x_tables rewrites the
 whole table on every commit), but loads a full sync in several transactions, because
 iptables-nft-restore 1.8.9 is quadratic in one input's size. Figures: benchmarks/proxy.py.
---cleanup removes the rules of both back ends."""
+--cleanup removes the rules of both back ends.
+
+--config FILE reads upstream's KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1, YAML or
+JSON). Precedence is upstream's (cmd/kube-proxy/app/options.go): the file wins. Given --config,
+these flags are ignored, with a warning naming each one given: --kubeconfig, --mode,
+--cluster-cidr, --nodeport-addresses, --metrics-port, --metrics-bind-address, --healthz-port,
+--healthz-bind-address, --sync-period, --min-sync-period. The one exception, as upstream:
+--hostname-override (= --node-name) wins over the file's hostnameOverride. Flags the file has no
+field for (--iptables-backend, --cleanup, -v) apply as usual."""
 
 from __future__ import annotations
 
@@ -16,7 +24,10 @@ import asyncio
 import logging
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nodeagent.proxy.config import FileConfig
 
 log = logging.getLogger("nodeagent.proxy")
 
@@ -25,32 +36,56 @@ BACKENDS = ("legacy", "nft")  # = executor.BACKENDS (not imported here: the pars
 DEFAULT_BACKEND = "legacy"
 
 
+class _Given(argparse.Action):
+    """Stores the value and notes the flag as given: with --config the file wins over these flags,
+    and the command warns about each one it ignores."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = (*getattr(namespace, "given", ()), option_string)
+
+
+def _hostname(text: str) -> str:
+    # upstream trims and lower-cases --hostname-override, and refuses an empty one
+    name = text.strip().lower()
+    if not name:
+        raise argparse.ArgumentTypeError("empty node name")
+    return name
+
+
 def register(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "proxy", help="kube-proxy: program Services as iptables / nftables / IPVS rules",
-        description=__doc__)
-    p.add_argument("--kubeconfig", help="kubeconfig of this node (required unless --cleanup)")
-    p.add_argument("--node-name", default=socket.gethostname(), help="this node's Node name (default: hostname)")
-    p.add_argument("--mode", choices=MODES, default="iptables")
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE",
+                   help="KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1, YAML or JSON). As upstream, "
+                        "the file wins: the flags it covers are ignored (see above), except --hostname-override, "
+                        "which wins over its hostnameOverride")
+    p.add_argument("--kubeconfig", action=_Given, help="kubeconfig of this node (required unless --cleanup)")
+    p.add_argument("--hostname-override", "--node-name", dest="node_name", action=_Given, type=_hostname,
+                   default=None, metavar="NAME", help="this node's Node name (default: the file's hostnameOverride, else hostname)")
+    p.add_argument("--mode", choices=MODES, default="iptables", action=_Given)
     p.add_argument("--iptables-backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help="iptables mode's back end: legacy (x_tables; the default, as docs/components.md; full syncs "
                         "atomic) or nft (nf_tables via iptables-nft-restore; partial syncs several times faster "
                         "at 5k+ Services, full syncs split into several transactions)")
-    p.add_argument("--cluster-cidr", default="10.244.0.0/16",
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16", action=_Given,
                    help="pod CIDR of the cluster; traffic to a Service from outside it is masqueraded ('' = none)")
-    p.add_argument("--nodeport-addresses", type=_cidr_list, default=(),
+    p.add_argument("--nodeport-addresses", type=_cidr_list, default=(), action=_Given,
                    help="comma-separated IPv4 CIDRs: NodePorts are accepted only on this node's addresses inside them "
                         "(default: every local address, as upstream)")
-    p.add_argument("--metrics-port", type=int, default=10249, help="0 = off")
-    p.add_argument("--metrics-bind-address", default="127.0.0.1")
-    p.add_argument("--healthz-port", type=int, default=10256,
+    p.add_argument("--metrics-port", type=int, default=10249, action=_Given, help="0 = off")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1", action=_Given)
+    p.add_argument("--healthz-port", type=int, default=10256, action=_Given,
                    help="/healthz and /livez (0 = off); Services' healthCheckNodePorts are served regardless")
-    p.add_argument("--healthz-bind-address", default="0.0.0.0")
-    p.add_argument("--sync-period", type=float, default=30.0, help="seconds between periodic syncs")
-    p.add_argument("--min-sync-period", type=float, default=1.0, help="minimum seconds between syncs")
+    p.add_argument("--healthz-bind-address", default="0.0.0.0", action=_Given)
+    p.add_argument("--sync-period", type=float, default=30.0, action=_Given, help="seconds between periodic syncs")
+    p.add_argument("--min-sync-period", type=float, default=1.0, action=_Given,
+                   help="minimum seconds between syncs")
     p.add_argument("--cleanup", action="store_true",
                    help="remove every rule, chain, table and virtual server of every mode, then exit")
-    p.set_defaults(func=main)
+    p.set_defaults(func=main, given=())
 
 
 def _cidr_list(text: str) -> tuple[str, ...]:
@@ -66,6 +101,39 @@ def _cidr_list(text: str) -> tuple[str, ...]:
             raise argparse.ArgumentTypeError(f"--nodeport-addresses: {part} is not IPv4 (this proxy is IPv4 only)")
         out.append(str(net))
     return tuple(out)
+
+
+def apply_config(args: argparse.Namespace, cfg: FileConfig) -> list[str]:
+    """Put the file's settings into `args` as upstream's Complete does: the file replaces every
+    flag it covers, except that a given --hostname-override wins. Returns the warnings to log."""
+    warnings = [f"{flag} is ignored: --config {args.config} sets it (as upstream)"
+                for flag in dict.fromkeys(args.given) if flag not in ("--hostname-override", "--node-name")]
+    if cfg.ignored:
+        warnings.append(f"--config {args.config}: fields not implemented here are ignored: {', '.join(cfg.ignored)}")
+    args.kubeconfig = cfg.kubeconfig or None
+    if args.node_name is None:
+        args.node_name = cfg.hostname_override or None
+    args.mode = cfg.mode
+    args.cluster_cidr = cfg.cluster_cidr or ""
+    args.nodeport_addresses = cfg.nodeport_addresses
+    args.metrics_bind_address, args.metrics_port = cfg.metrics.host, cfg.metrics.port
+    args.healthz_bind_address, args.healthz_port = cfg.healthz.host, cfg.healthz.port
+    args.sync_period, args.min_sync_period = cfg.sync_period, cfg.min_sync_period
+    return warnings
+
+
+def _read_config(args: argparse.Namespace) -> bool:
+    """Load --config into `args`; False (logged) when the file is unusable."""
+    from nodeagent.proxy.config import ConfigError, load
+
+    try:
+        file_cfg = load(args.config)
+    except ConfigError as err:
+        log.error("proxy: %s", err)
+        return False
+    for warning in apply_config(args, file_cfg):
+        log.warning("proxy: %s", warning)
+    return True
 
 
 def cleanup_all(keep: str | None = None, iptables_backend: str = DEFAULT_BACKEND) -> list[str]:
@@ -136,13 +204,23 @@ def build_backend(mode: str, iptables_backend: str = DEFAULT_BACKEND) -> Any:
 
 
 async def main(args: argparse.Namespace) -> int:
+    # the file first, before --cleanup too, as upstream: a broken file fails either way
+    if args.config and not _read_config(args):
+        return 2
+    if args.node_name is None:
+        args.node_name = _hostname(socket.gethostname())
     if args.cleanup:
         errors = await asyncio.to_thread(cleanup_all)
         for e in errors:
             log.error("cleanup failed %s", e)
         return 1 if errors else 0
     if not args.kubeconfig:
-        log.error("proxy: --kubeconfig is required (or use --cleanup)")
+        if args.config:
+            # upstream ignores --kubeconfig too when --config is given (and falls back to the
+            # in-cluster config, which we have not)
+            log.error("proxy: --config %s has no clientConnection.kubeconfig; set it there", args.config)
+        else:
+            log.error("proxy: --kubeconfig is required (or use --cleanup)")
         return 2
 
     from nodeagent.api.kinds import ENDPOINTSLICES, NODES, SERVICES
@@ -196,8 +274,9 @@ async def main(args: argparse.Namespace) -> int:
         # the Node may not exist yet (the kubelet registers it): don't wait for it to sync
         tasks.append(asyncio.create_task(proxier.run(
             ready=asyncio.gather(informers[0].wait_synced(), informers[1].wait_synced()))))
-        log.info("proxy started node=%s mode=%s iptables_backend=%s cluster_cidr=%s", args.node_name, args.mode,
-                 args.iptables_backend, args.cluster_cidr)
+        log.info("proxy started node=%s mode=%s iptables_backend=%s cluster_cidr=%s sync_period=%g "
+                 "min_sync_period=%g config=%s", args.node_name, args.mode, args.iptables_backend,
+                 args.cluster_cidr, args.sync_period, args.min_sync_period, args.config or "-")
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         rc = 0

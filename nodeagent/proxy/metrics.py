@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -16,6 +17,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 SYNC_BUCKETS = tuple(0.001 * 2**i for i in range(15))
 # upstream network programming: 0.25 s steps up to 1 min, then coarser
 NETPROG_BUCKETS = tuple([0.25 * i for i in range(1, 241, 4)] + [120.0, 180.0, 300.0, 600.0])
+# the traffic_policy label values of kubeproxy_sync_proxy_rules_no_local_endpoints_total
+TRAFFIC_POLICIES = ("internal", "external")
+
+
+@dataclass(frozen=True)
+class ChangeMetrics:
+    """What one change tracker reports (tracker.ChangeReporter): every informer event it considered,
+    and how many Services wait for the next sync."""
+
+    total: Counter
+    pending_gauge: Gauge
+
+    def observed(self) -> None:
+        self.total.inc()
+
+    def pending(self, count: int) -> None:
+        self.pending_gauge.set(count)
 
 
 class ProxyMetrics:
@@ -42,6 +60,25 @@ class ProxyMetrics:
             "The last time a sync of proxy rules was queued", registry=r)
         self.sync_failures = Counter(
             "kubeproxy_sync_proxy_rules_failures", "Number of failed proxy rule syncs", registry=r)
+        # change trackers (upstream endpointschangetracker.go / servicechangetracker.go); Counters
+        # get their _total suffix from prometheus_client
+        self.endpoint_changes_pending = Gauge(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending", "Pending proxy rules Endpoint changes", registry=r)
+        self.endpoint_changes_total = Counter(
+            "kubeproxy_sync_proxy_rules_endpoint_changes", "Cumulative proxy rules Endpoint changes", registry=r)
+        self.service_changes_pending = Gauge(
+            "kubeproxy_sync_proxy_rules_service_changes_pending", "Pending proxy rules Service changes", registry=r)
+        self.service_changes_total = Counter(
+            "kubeproxy_sync_proxy_rules_service_changes", "Cumulative proxy rules Service changes", registry=r)
+        self.endpoint_changes = ChangeMetrics(self.endpoint_changes_total, self.endpoint_changes_pending)
+        self.service_changes = ChangeMetrics(self.service_changes_total, self.service_changes_pending)
+        # a Gauge despite its name, as upstream (recounted every sync); one series per policy,
+        # exported as 0 from the start so that alerts on it have something to compare
+        self.no_local_endpoints = Gauge(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints", ["traffic_policy"], registry=r)
+        for policy in TRAFFIC_POLICIES:
+            self.no_local_endpoints.labels(traffic_policy=policy).set(0)
         self.services = Gauge("kubeproxy_sync_proxy_rules_services", "Service ports programmed", registry=r)
         self.endpoints = Gauge("kubeproxy_sync_proxy_rules_endpoints", "Endpoints programmed", registry=r)
         # exposed as kubeproxy_proxy_healthz_total{code} / kubeproxy_proxy_livez_total{code}

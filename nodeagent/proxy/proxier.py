@@ -7,6 +7,10 @@ trackers to the maps, hands the back end the changed Services, and on success de
 conntrack entries, records metrics and tells the healthCheckNodePort server (healthcheck.py) how
 many ready endpoints each Service has here. A failed sync is retried, as a full sync, after
 `min_sync_period` (upstream's BoundedFrequencyRunner and syncProxyRules).
+
+Metrics follow upstream's names (metrics.py): the trackers report Service/EndpointSlice changes
+seen and pending, and each successful sync recounts the service ports with a Local policy but no
+local endpoint (kubeproxy_sync_proxy_rules_no_local_endpoints_total), for changed Services only.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import Any
 from nodeagent.proxy.backend import Backend, ProxyState
 from nodeagent.proxy.conntrack import ConntrackCleaner
 from nodeagent.proxy.healthcheck import ServiceHealthUpdater, local_ready_endpoints
-from nodeagent.proxy.metrics import Health, ProxyMetrics
-from nodeagent.proxy.model import ZONE_LABEL, Endpoint, NodeInfo, ServicePortName, categorize
+from nodeagent.proxy.metrics import TRAFFIC_POLICIES, Health, ProxyMetrics
+from nodeagent.proxy.model import ZONE_LABEL, Endpoint, NodeInfo, ServicePort, ServicePortName, categorize
 from nodeagent.proxy.tracker import (
     EndpointsChangeTracker,
     EndpointsMap,
@@ -61,6 +65,19 @@ def _had_endpoints(spn: ServicePortName, state: ProxyState, svc_res: ServiceUpda
     return sp is not None and bool(categorize(sp, eps, zone=state.node.zone).cluster)
 
 
+def no_local_endpoints(sp: ServicePort, endpoints: tuple[Endpoint, ...]) -> tuple[bool, bool]:
+    """(internal, external): whether the port's traffic under that policy is dropped for want of a
+    local endpoint while the Service does have endpoints (upstream's syncProxyRules counts exactly
+    these; a port with no endpoints at all is rejected, not counted). Zone hints never change it:
+    they only narrow Cluster-policy endpoints, never to none."""
+    if not (sp.internal_policy_local or sp.external_policy_local):
+        return False, False  # the common case, without categorizing (hot at 10k Services)
+    eps = categorize(sp, endpoints)
+    if not eps.all_reachable or eps.local:
+        return False, False
+    return sp.internal_policy_local, sp.external_policy_local
+
+
 class Proxier:
     def __init__(self, backend: Backend, node_name: str, cluster_cidr: str | None = None,
                  metrics: ProxyMetrics | None = None, conntrack: ConntrackCleaner | None = None,
@@ -79,14 +96,17 @@ class Proxier:
         self.service_health = service_health  # the healthCheckNodePort listeners, if any
         self.wall_clock = wall_clock
         self.node = NodeInfo(node_name)
-        self.svc_tracker = ServiceChangeTracker()
-        self.ep_tracker = EndpointsChangeTracker(node_name, clock=wall_clock)
+        self.svc_tracker = ServiceChangeTracker(reporter=self.metrics.service_changes)
+        self.ep_tracker = EndpointsChangeTracker(node_name, clock=wall_clock, reporter=self.metrics.endpoint_changes)
         self.svc_map = ServiceMap()
         self.ep_map = EndpointsMap()
         self._changed: set[str] = set()  # applied to the maps but not yet synced successfully
         self._pending_udp_ips: set[str] = set()
         self._pending_eps: set[tuple[ServicePortName, Endpoint]] = set()
         self._pending_trigger: dict[str, float] = {}
+        # ns/name -> (internal, external) counts of its ports without local endpoints; only Services
+        # with a non-zero count, so that a sync recounts changed Services and sums a short list
+        self._no_local: dict[str, tuple[int, int]] = {}
         self.full_sync_period = FULL_SYNC_PERIOD
         self._force_full = True
         self._sync_lock = threading.Lock()
@@ -178,6 +198,7 @@ class Proxier:
             elapsed = time.monotonic() - start
             now = self.wall_clock()
             self._force_full = False
+            self._count_no_local(state, None if full else self._changed)
             self._changed.clear()
             self.sync_count += 1
             self.metrics.sync_duration.observe(elapsed)
@@ -207,6 +228,26 @@ class Proxier:
             log.info("synced backend=%s full=%s services=%d elapsed_ms=%.1f", self.backend.name, result.full,
                      len(state.services), elapsed * 1000)
             return True
+
+    def _count_no_local(self, state: ProxyState, changed: set[str] | None) -> None:
+        """Recount the ports without local endpoints of the `changed` Services (all on None) and
+        set the gauge. Whether a port has local endpoints depends only on its Service and endpoints
+        (a Node change forces a full sync), so recounting the changed ones keeps the totals exact."""
+        if changed is None:
+            self._no_local = {}
+            changed = set(self.svc_map.by_service)
+        for svc in changed:
+            internal = external = 0
+            for spn in state.ports_of(svc):
+                i, e = no_local_endpoints(state.services[spn], state.endpoints.get(spn, ()))
+                internal, external = internal + i, external + e
+            if internal or external:
+                self._no_local[svc] = (internal, external)
+            else:
+                self._no_local.pop(svc, None)
+        totals = [sum(counts[i] for counts in self._no_local.values()) for i in range(len(TRAFFIC_POLICIES))]
+        for policy, total in zip(TRAFFIC_POLICIES, totals, strict=True):
+            self.metrics.no_local_endpoints.labels(traffic_policy=policy).set(total)
 
     def _update_service_health(self, state: ProxyState) -> None:
         """Hand the health server the Services with a healthCheckNodePort and their local ready

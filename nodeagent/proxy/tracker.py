@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from nodeagent.proxy.model import (
     TRIGGER_TIME_ANNOTATION,
@@ -28,6 +28,17 @@ from nodeagent.proxy.model import (
 
 ServicePorts = dict[ServicePortName, ServicePort]
 EndpointsByPort = dict[ServicePortName, tuple[Endpoint, ...]]
+
+
+class ChangeReporter(Protocol):
+    """Where a tracker reports for upstream's kubeproxy_sync_proxy_rules_{service,endpoint}_changes_*
+    metrics (metrics.ChangeMetrics); kept a protocol so the trackers need no Prometheus."""
+
+    def observed(self) -> None:
+        """An informer event the tracker considered (no-ops included, as upstream counts them)."""
+
+    def pending(self, count: int) -> None:
+        """How many Services have changes waiting for the next sync."""
 
 
 @dataclass
@@ -44,9 +55,10 @@ def _svc_key(obj: dict[str, Any]) -> str:
 class ServiceChangeTracker:
     """Pending Service changes, {previous, current} service ports per ns/name."""
 
-    def __init__(self) -> None:
+    def __init__(self, reporter: ChangeReporter | None = None) -> None:
         self._lock = threading.Lock()
         self._items: dict[str, _Change] = {}
+        self._reporter = reporter
 
     def update(self, previous: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
         """Record a Service add (previous None), update or delete (current None). Returns whether
@@ -54,6 +66,8 @@ class ServiceChangeTracker:
         obj = current if current is not None else previous
         if obj is None:
             return False
+        if self._reporter is not None:
+            self._reporter.observed()
         key = _svc_key(obj)
         cur = service_ports(current) if current is not None else {}
         with self._lock:
@@ -65,12 +79,19 @@ class ServiceChangeTracker:
                 change.current = cur
             if change.previous == change.current:  # no-op: back to what was last applied
                 del self._items[key]
-                return False
-            return True
+            self._report_pending()
+            return key in self._items
+
+    def _report_pending(self) -> None:
+        # under the lock, so that a take() on the sync thread and an update here cannot leave the
+        # gauge showing the older of the two counts
+        if self._reporter is not None:
+            self._reporter.pending(len(self._items))
 
     def take(self) -> dict[str, _Change]:
         with self._lock:
             items, self._items = self._items, {}
+            self._report_pending()
             return items
 
     def pending(self) -> bool:
@@ -138,9 +159,10 @@ class EndpointsChangeTracker:
     The slices of a Service are cached by slice name, because one Service's endpoints are the union
     of its slices (upstream EndpointSliceCache)."""
 
-    def __init__(self, node_name: str, clock: Any = time.time) -> None:
+    def __init__(self, node_name: str, clock: Any = time.time, reporter: ChangeReporter | None = None) -> None:
         self.node_name = node_name
         self._clock = clock
+        self._reporter = reporter
         self._lock = threading.Lock()
         self._slices: dict[str, dict[str, EndpointsByPort]] = {}  # svc -> slice name -> endpoints
         self._items: dict[str, _Change] = {}
@@ -161,8 +183,12 @@ class EndpointsChangeTracker:
         """Record an EndpointSlice add/update (removed False) or delete. Returns whether anything
         is pending for its Service afterwards."""
         svc = slice_service_name(eps)
-        if svc is None:
+        # another address family's slice never changes what this IPv4 proxy programs (and upstream
+        # does not count it as a change either)
+        if svc is None or (eps.get("addressType") or "IPv4") != "IPv4":
             return False
+        if self._reporter is not None:
+            self._reporter.observed()
         slice_name = (eps.get("metadata") or {}).get("name") or ""
         with self._lock:
             before = self._merged(svc)
@@ -182,16 +208,26 @@ class EndpointsChangeTracker:
             if change.previous == change.current:
                 del self._items[svc]
                 self._trigger.pop(svc, None)
+                self._report_pending()
                 return False
             t = _trigger_time(eps) if not removed else None
             t = t if t is not None else self._clock()
             self._trigger[svc] = min(self._trigger.get(svc, t), t)
+            self._report_pending()
             return True
+
+    def _report_pending(self) -> None:
+        # Services with pending endpoint changes. Upstream adds one per slice event instead, but our
+        # tracker merges a Service's slices and drops changes that cancel out, so what waits for
+        # the next sync is this count (the same measure as the Service changes gauge).
+        if self._reporter is not None:
+            self._reporter.pending(len(self._items))
 
     def take(self) -> tuple[dict[str, _Change], dict[str, float]]:
         with self._lock:
             items, self._items = self._items, {}
             trig, self._trigger = self._trigger, {}
+            self._report_pending()
             return items, trig
 
     def pending(self) -> bool:

@@ -121,3 +121,69 @@ def test_apiserver_to_proxy_process_to_traffic(apiserver: ApiServerProcess, topo
             proc.kill()
             proc.wait()
         fwd.stop()
+
+
+def _sync_count(ns: str) -> float:
+    status, body = run_in_netns(ns, _get, f"http://127.0.0.1:{METRICS_PORT}/metrics")
+    assert status == 200, body
+    line = next(ln for ln in body.splitlines() if ln.startswith("kubeproxy_sync_proxy_rules_duration_seconds_count"))
+    return float(line.split()[1])
+
+
+def test_config_file_sets_mode_and_sync_period(apiserver: ApiServerProcess, topo: Topology, tmp_path: Path) -> None:
+    """`--config FILE` as upstream: the file's mode and its own section's syncPeriod apply, and the
+    flags it covers (here --mode) are ignored with a warning."""
+    fwd = NetnsForwarder(topo.node, apiserver.port).start()
+    log = tmp_path / "proxy.log"
+    config = tmp_path / "kube-proxy.yaml"
+    config.write_text(f"""\
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: {apiserver.kubeconfig_for_node("node-a")}
+hostnameOverride: node-a
+mode: nftables
+iptables: {{syncPeriod: 1h0m0s}}
+nftables: {{syncPeriod: 1s, minSyncPeriod: 100ms}}
+clusterCIDR: 10.244.0.0/16
+metricsBindAddress: 127.0.0.1:{METRICS_PORT}
+healthzBindAddress: 127.0.0.1:10256
+""")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        _api(apiserver, lambda c: _create_web(c, topo.pod_ips))
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(_proxy_argv(topo.node, "--config", str(config), "--mode", "iptables"),
+                                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_for(lambda: proc.poll() is None and "10.244.1.12" in topo_mod.nft_ruleset(topo.node), 30,
+                 lambda: f"nftables rules from the config file's mode (log: {log.read_text()[-2000:]})")
+        assert "KUBE-SVC" not in topo_mod.iptables_save(topo.node)  # --mode iptables was ignored
+        counts = connect_many(topo.client, CLUSTER_IP, 80, 30)
+        assert set(counts) <= set(topo.pods) and counts, counts
+
+        # nothing changes from here on: only the file's 1s syncPeriod makes syncs happen (the
+        # iptables section's 1h, or the default 30s, would not in this window)
+        first = _sync_count(topo.node)
+        wait_for(lambda: _sync_count(topo.node) >= first + 3, 10, "three periodic syncs at the file's 1s syncPeriod")
+        text = log.read_text()
+        assert "mode=nftables" in text and "sync_period=1 " in text and "min_sync_period=0.1 " in text, text[-2000:]
+        assert "--mode is ignored" in text, text[-2000:]
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log.read_text()[-2000:]
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(_proxy_argv(topo.node, "--cleanup"), capture_output=True, timeout=60)
+        fwd.stop()
+
+
+def test_bad_config_file_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "kube-proxy.yaml"
+    config.write_text("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+                      "nftables: {syncPeriod: 1s, minSyncPeriood: 1s}\n")
+    res = subprocess.run([sys.executable, "-m", "nodeagent", "proxy", "--config", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert "unknown field 'nftables.minSyncPeriood'" in res.stderr
