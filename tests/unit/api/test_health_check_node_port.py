@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +17,6 @@ from nodeagent.api.sqlite_store import SqliteStore
 from nodeagent.api.store import RevisionConflict
 
 RANGE = "30000-30004"  # five ports: small enough to run out on purpose
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "state.db", compact_interval=0)
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from nodeagent.api.sqlite_store import SqliteStore
 from nodeagent.api.store import Event, Expired, KeyExists, KeyNotFound, RevisionConflict
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "state.db", compact_interval=0)
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def pod(name: str, **labels: str) -> dict[str, object]:
