@@ -79,15 +79,6 @@ def reaches_backends(topo: Topology, ns: str, ip_: str, port: int, count: int = 
 
 
 @pytest.fixture
-def topo(netns_factory: Callable[[str], str]) -> Iterator[Topology]:
-    t = topo_mod.build(netns_factory, n_pods=2)
-    try:
-        yield t
-    finally:
-        t.stop()
-
-
-@pytest.fixture
 def client_b(topo: Topology, netns_factory: Callable[[str], str]) -> str:
     """A second client, on a second interface of the node (removed with the namespaces)."""
     ns = netns_factory("pxb")

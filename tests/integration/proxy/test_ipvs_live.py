@@ -4,14 +4,11 @@ test runs where the kernel has IP_VS."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 
 from nodeagent.proxy.iptables.executor import LegacyExecutor
 from nodeagent.proxy.ipvs import IpvsBackend, PyrouteIpvs, ipvs_available
 from nodeagent.proxy.proxier import Proxier
-from tests.helpers import proxy_topology as topo_mod
 from tests.helpers.proxy_objects import endpoint, endpoint_slice, node, service
 from tests.helpers.proxy_topology import CLUSTER_CIDR, NODE_IP, Topology, connect_many
 
@@ -20,15 +17,6 @@ pytestmark = [
     pytest.mark.skipif(not ipvs_available(), reason="kernel has no IP_VS (/proc/net/ip_vs absent); "
                        "IPVS logic is tested through the fake netlink layer in tests/unit/proxy"),
 ]
-
-
-@pytest.fixture
-def topo(netns_factory: Callable[[str], str]) -> Iterator[Topology]:
-    t = topo_mod.build(netns_factory, n_pods=3)
-    try:
-        yield t
-    finally:
-        t.stop()
 
 
 def test_ipvs_cluster_ip_reaches_every_backend(topo: Topology) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,15 +27,6 @@ from tests.helpers.proxy_topology import Topology, connect_many, wait_for
 pytestmark = pytest.mark.root
 CLUSTER_IP = "10.96.0.50"
 METRICS_PORT = 10249
-
-
-@pytest.fixture
-def topo(netns_factory: Callable[[str], str]) -> Iterator[Topology]:
-    t = topo_mod.build(netns_factory, n_pods=3)
-    try:
-        yield t
-    finally:
-        t.stop()
 
 
 def _get(url: str) -> tuple[int, str]:

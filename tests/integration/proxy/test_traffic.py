@@ -6,8 +6,6 @@ through nodeagent.netns.run_in_netns; test_process.py covers apiserver -> `nodea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 
 from nodeagent.proxy.conntrack import ConntrackCleaner
@@ -63,15 +61,6 @@ def saved_rules(topo: Topology, mode: str) -> str:
 
 def sync(topo: Topology, p: Proxier) -> None:
     assert topo.in_node(p.sync_once), "sync failed; see the log"
-
-
-@pytest.fixture
-def topo(netns_factory: Callable[[str], str]) -> Iterator[Topology]:
-    t = topo_mod.build(netns_factory, n_pods=3)
-    try:
-        yield t
-    finally:
-        t.stop()
 
 
 @pytest.mark.parametrize("mode", ["iptables", "iptables-nft", "nftables"])
