@@ -189,11 +189,13 @@ async def run_daemon(cfg: DaemonConfig, stop: asyncio.Event | None = None) -> in
     tasks: list[asyncio.Task[Any]] = []
     links = None
     client = None
+    watcher: Any = None
     try:
         if cfg.kubeconfig:
             from nodeagent.api.kinds import NODES
             from nodeagent.client import Client, ClientConfig, Informer
             from nodeagent.cni.routes import RouteSyncer
+            from nodeagent.cni.routewatch import RouteWatcher
 
             client = Client(ClientConfig.from_kubeconfig(cfg.kubeconfig))
             await client.__aenter__()
@@ -202,6 +204,9 @@ async def run_daemon(cfg: DaemonConfig, stop: asyncio.Event | None = None) -> in
             informer.add_handlers(on_add=writer.on_node, on_update=lambda old, new: writer.on_node(new))
             backend_for, links = _backend_factory(cfg)
             syncer = RouteSyncer(informer, cfg.node_name, backend_for, cfg.route_resync)
+            loop = asyncio.get_running_loop()
+            watcher = RouteWatcher(lambda: loop.call_soon_threadsafe(syncer.trigger))
+            await asyncio.to_thread(watcher.start)
             tasks = [asyncio.create_task(informer.run(), name="node-informer"),
                      asyncio.create_task(syncer.run(), name="route-sync"),
                      asyncio.create_task(_recovery_loop(plugin, cfg, writer), name="ipam-recovery")]
@@ -214,6 +219,8 @@ async def run_daemon(cfg: DaemonConfig, stop: asyncio.Event | None = None) -> in
             with contextlib.suppress(BaseException):
                 await t
         await server.close()
+        if watcher is not None:
+            await asyncio.to_thread(watcher.stop)
         if client is not None:
             await client.__aexit__(None, None, None)
         if links is not None:

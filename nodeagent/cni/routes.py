@@ -7,7 +7,8 @@ route `<podCIDR> via <its VTEP address> dev nodeagent.1 onlink` plus the neighbo
 that send it to the node's InternalIP over UDP 4789 (flannel's layout, with each VTEP's MAC derived
 from its node's InternalIP so no annotation is needed). Routes carry our own rtnetlink protocol
 number, so a sync can tell ours apart and remove those of deleted nodes without touching others.
-A periodic resync repairs routes removed by hand.
+A route removed by hand is put back at once: a deletion of ours wakes the sync (routewatch.py);
+a periodic resync is the safety net.
 """
 
 from __future__ import annotations

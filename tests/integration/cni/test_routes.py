@@ -19,6 +19,7 @@ from nodeagent.api.kinds import NODES
 from nodeagent.client import Informer
 from nodeagent.client.fake import FakeClient
 from nodeagent.cni.routes import HostGw, NetlinkRoutes, RouteSyncer, Vxlan
+from nodeagent.cni.routewatch import RouteWatcher
 from nodeagent.netns import nsenter_argv
 from tests.helpers.cni_node import cni_node, connect_to_switch, ns_run
 
@@ -32,11 +33,16 @@ def node_obj(name: str, cidr: str, ip: str) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def route_loop(fc: FakeClient, ns: str, backend: str, ip: str, cidr: str) -> AsyncIterator[RouteSyncer]:
+async def route_loop(fc: FakeClient, ns: str, backend: str, ip: str, cidr: str,
+                     resync_period: float = 0.2, watch: bool = False) -> AsyncIterator[RouteSyncer]:
     links = await asyncio.to_thread(NetlinkRoutes, ns)
     be = HostGw(links) if backend == "host-gw" else Vxlan(links, ip, cidr)
     informer = Informer(fc, NODES)
-    syncer = RouteSyncer(informer, ns, lambda own: be if own else None, resync_period=0.2)
+    syncer = RouteSyncer(informer, ns, lambda own: be if own else None, resync_period=resync_period)
+    loop = asyncio.get_running_loop()
+    watcher = RouteWatcher(lambda: loop.call_soon_threadsafe(syncer.trigger), ns) if watch else None
+    if watcher is not None:
+        await asyncio.to_thread(watcher.start)
     tasks = [asyncio.create_task(informer.run()), asyncio.create_task(syncer.run())]
     try:
         yield syncer
@@ -44,6 +50,8 @@ async def route_loop(fc: FakeClient, ns: str, backend: str, ip: str, cidr: str) 
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if watcher is not None:
+            await asyncio.to_thread(watcher.stop)
         links.close()
 
 
@@ -117,3 +125,29 @@ async def test_pod_to_pod_across_nodes_keeps_its_source(backend: str, netns_fact
             await until(lambda: our_routes(a.ns) == [], "route of the deleted node removed")
             await fc.create(NODES, node_obj("node-c", "10.244.3.0/24", "192.168.56.13"))
             await until(lambda: any(r.startswith("10.244.3.0/24") for r in our_routes(a.ns)), "route to node-c")
+
+
+async def test_a_route_deleted_by_hand_is_back_without_waiting_for_the_resync(
+        netns_factory: Callable[[str], str]) -> None:
+    node = netns_factory("rw")
+    ns_run(node, ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"])  # no dummy module here
+    ns_run(node, ["ip", "link", "set", "eth0p", "up"])
+    ns_run(node, ["ip", "addr", "add", "192.168.56.11/24", "dev", "eth0"])
+    ns_run(node, ["ip", "link", "set", "eth0", "up"])
+    fc = FakeClient()
+    await fc.create(NODES, node_obj(node, "10.244.1.0/24", "192.168.56.11"))
+    await fc.create(NODES, node_obj("peer", "10.244.2.0/24", "192.168.56.12"))
+    # an hour between resyncs: only the deletion's notification can bring the route back in time
+    async with route_loop(fc, node, "host-gw", "192.168.56.11", "10.244.1.0/24", resync_period=3600,
+                          watch=True) as syncer:
+        await until(lambda: [r.split()[:3] for r in our_routes(node)] == [["10.244.2.0/24", "via", "192.168.56.12"]],
+                    "route")
+        syncs = syncer.syncs
+        ns_run(node, ["ip", "route", "del", "10.244.2.0/24"])
+        await until(lambda: len(our_routes(node)) == 1, "route repaired", timeout=3)
+        assert syncer.syncs > syncs
+        # someone else's route going away is not ours to answer
+        ns_run(node, ["ip", "route", "add", "10.9.0.0/16", "via", "192.168.56.1"])
+        ns_run(node, ["ip", "route", "del", "10.9.0.0/16"])
+        await asyncio.sleep(0.3)
+        assert syncer.syncs == syncs + 1
