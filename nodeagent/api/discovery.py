@@ -24,7 +24,8 @@ _ALL = {"pods", "services", "deployments", "replicasets", "daemonsets", "jobs"}
 
 _SUB_VERBS = {
     "status": ["get", "patch", "update"], "scale": ["get", "patch", "update"], "binding": ["create"],
-    "log": ["get"], "exec": ["create", "get"], "eviction": ["create"], "proxy": ["get"], "finalize": ["update"],
+    "log": ["get"], "exec": ["create", "get"], "portforward": ["create", "get"], "eviction": ["create"],
+    "proxy": ["get"], "finalize": ["update"],
 }
 
 
@@ -37,6 +38,8 @@ def _sub_kind(kind: Kind, sub: str) -> tuple[str, str, str]:
         return "policy", "v1", "Eviction"
     if sub in ("exec",):
         return "", "v1", "PodExecOptions"
+    if sub == "portforward":
+        return "", "v1", "PodPortForwardOptions"
     if sub == "log":
         return "", "v1", "Pod"
     if sub == "proxy":

@@ -48,7 +48,8 @@ class Kind:
 
 NAMESPACES = Kind("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize"))
 NODES = Kind("", "v1", "Node", "nodes", False, ("no",), ("status", "proxy"))
-PODS = Kind("", "v1", "Pod", "pods", True, ("po",), ("status", "binding", "log", "exec", "eviction"))
+PODS = Kind("", "v1", "Pod", "pods", True, ("po",), ("status", "binding", "log", "exec", "portforward",
+                                                         "eviction"))
 SERVICES = Kind("", "v1", "Service", "services", True, ("svc",), ("status",))
 ENDPOINTS = Kind("", "v1", "Endpoints", "endpoints", True, ("ep",))
 EVENTS = Kind("", "v1", "Event", "events", True, ("ev",))

@@ -1,7 +1,8 @@
-"""pods/log and pods/exec: forwarded to the kubelet of the pod's node, as upstream's apiserver does.
+"""pods/log, pods/exec and pods/portforward: forwarded to the kubelet of the pod's node, as
+upstream's apiserver does.
 
 The target is https://<node InternalIP>:<status.daemonEndpoints.kubeletEndpoint.Port>/containerLogs/
-NS/POD/CONTAINER or /exec/NS/POD/CONTAINER. The apiserver authenticates to the kubelet with its own
+NS/POD/CONTAINER, /exec/NS/POD/CONTAINER or /portForward/NS/POD. The apiserver authenticates to the kubelet with its own
 token (user system:apiserver in tokens.csv); the kubelet checks it with a TokenReview. Like
 kube-apiserver without --kubelet-certificate-authority, the kubelet's self-signed serving
 certificate is not verified.
@@ -9,6 +10,14 @@ certificate is not verified.
 Exec upgrades (WebSocket v5.channel.k8s.io first, SPDY/3.1 as fallback: whatever kubectl offers)
 are proxied as a byte stream: the request head is re-sent to the kubelet with our credentials,
 and from then on bytes are copied both ways, the kubelet's 101 answer included.
+
+Port forwarding is always an upgrade (upstream answers a plain request with 400). Over SPDY/3.1
+(`X-Stream-Protocol-Version: portforward.k8s.io`) it is spliced like exec. kubectl >= 1.31 first
+offers WebSocket tunnelling SPDY (subprotocol `SPDY/3.1+portforward.k8s.io`, feature
+PortForwardWebsockets): upstream's apiserver unwraps that tunnel, we do not. We refuse that
+upgrade with a 400 and client-go's fallback dialer, which treats a failed WebSocket handshake as an
+upgrade failure, retries with SPDY. Older WebSocket port forwarding (`port` query parameters, the
+channel protocols) is passed through to the runtime's streaming server (not covered by a test).
 """
 
 from __future__ import annotations
@@ -73,23 +82,51 @@ def kubelet_address(node: dict[str, Any]) -> tuple[str, int]:
 
 
 async def proxy_to_kubelet(server: Any, request: web.Request, info: Any, kind: Kind, token: str) -> web.StreamResponse:
-    if kind is not kinds.PODS or info.subresource not in ("log", "exec"):
+    if kind is not kinds.PODS or info.subresource not in ("log", "exec", "portforward"):
         raise ApiError(404, "NotFound", f"the server could not find the requested resource "
                                         f"({info.resource}/{info.subresource})")
     entry = await server.registry.get(kinds.PODS, info.namespace, info.name)
     pod = entry.obj
-    container = pick_container(pod, request.query.get("container"))
+    if info.subresource == "portforward":
+        _check_port_forward(request)
+        container = ""
+    else:
+        container = pick_container(pod, request.query.get("container"))
     node_name = (pod.get("spec") or {}).get("nodeName")
     if not node_name:
         raise errors.bad_request(f"pod {info.name} does not have a host assigned")
     node = (await server.registry.get(kinds.NODES, None, node_name)).obj
     host, port = kubelet_address(node)
+    if info.subresource == "portforward":
+        # upstream's kubelet path; the pod's UID pins the forward to this incarnation of the pod
+        uid = (pod.get("metadata") or {}).get("uid", "")
+        path = f"/portForward/{info.namespace}/{info.name}" + (f"/{uid}" if uid else "")
+        return await _splice(request, host, port, path, list(request.query.items()), token)
     verb = "containerLogs" if info.subresource == "log" else "exec"
     query = [(k, v) for k, v in request.query.items() if k != "container"]
     path = f"/{verb}/{info.namespace}/{info.name}/{container}"
     if info.subresource == "exec" and request.headers.get("Upgrade"):
         return await _splice(request, host, port, path, query, token)
     return await _forward(request, host, port, path, query, token)
+
+
+# kubectl's WebSocket subprotocols that carry SPDY inside (client-go's tunneling dialer).
+TUNNELING_PREFIX = "SPDY/3.1+"
+
+
+def _check_port_forward(request: web.Request) -> None:
+    """Refuse what we cannot proxy before dialing the kubelet: a plain request (upstream's kubelet
+    answers it with 400 too) and a WebSocket tunnelling SPDY, which makes kubectl fall back to SPDY."""
+    upgrade = request.headers.get("Upgrade", "").lower()
+    if not upgrade:
+        raise errors.bad_request("pods/portforward needs an upgraded connection (SPDY/3.1 or WebSocket): "
+                                 "use kubectl port-forward")
+    if upgrade == "websocket":
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        if offered and all(p.startswith(TUNNELING_PREFIX) for p in offered):
+            raise errors.bad_request(f"pods/portforward: WebSocket tunnelling of SPDY ({', '.join(offered)}) is "
+                                     "not served by this apiserver; retry with an SPDY/3.1 upgrade (kubectl falls "
+                                     "back on its own)")
 
 
 async def _forward(request: web.Request, host: str, port: int, path: str, query: list[tuple[str, str]],
@@ -123,7 +160,8 @@ async def _forward(request: web.Request, host: str, port: int, path: str, query:
 
 async def _splice(request: web.Request, host: str, port: int, path: str, query: list[tuple[str, str]],
                   token: str) -> web.StreamResponse:
-    """An upgrade (exec over WebSocket or SPDY): re-send the head, then copy bytes both ways."""
+    """An upgrade (exec or port forward, over WebSocket or SPDY): re-send the head, then copy bytes
+    both ways."""
     from urllib.parse import urlencode
 
     try:

@@ -1,11 +1,13 @@
 """The kubelet's HTTPS endpoint (upstream pkg/kubelet/server): /healthz, /metrics,
-/containerLogs/NS/POD/CONTAINER and /exec/NS/POD/CONTAINER.
+/containerLogs/NS/POD/CONTAINER, /exec/NS/POD/CONTAINER and /portForward/NS/POD[/UID].
 
 The apiserver proxies pods/log and pods/exec here with its own bearer token; every request except
 /healthz must carry a token that a TokenReview (through the apiserver) accepts, from a user the
 kubelet serves: the apiserver (system:apiserver), an admin (system:masters), or this node itself.
 A streaming exec is answered by CRI Exec and the upgraded connection (SPDY or WebSocket) is spliced
-byte for byte to the runtime's streaming server, which only listens inside the node.
+byte for byte to the runtime's streaming server, which only listens inside the node. A port
+forward is answered the same way from CRI PortForward on the pod's ready sandbox: over SPDY the
+ports travel in each stream's headers, over WebSocket in `port` query parameters.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class KubeletServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.container_logs)
         app.router.add_route("*", "/exec/{ns}/{pod}/{container}", self.exec)
+        app.router.add_route("*", "/portForward/{ns}/{pod}", self.port_forward)
+        app.router.add_route("*", "/portForward/{ns}/{pod}/{uid}", self.port_forward)
         app.router.add_get("/pods", self.pods)
         return app
 
@@ -248,6 +252,33 @@ class KubeletServer:
         url = await self.k.runtime.exec_url(c.id, cmd, tty=_flag(q, "tty"), stdin=_flag(q, "input") or _flag(q, "stdin"),
                                             stdout=_flag(q, "output") or _flag(q, "stdout"),
                                             stderr=_flag(q, "error") or _flag(q, "stderr"))
+        return await self._splice(request, url)
+
+    async def port_forward(self, request: web.Request) -> web.StreamResponse:
+        """Upstream's getPortForward: find the pod (and, when given, check its UID), ask the runtime
+        for a streaming URL for its sandbox, and splice the upgraded connection to it."""
+        ns, name = request.match_info["ns"], request.match_info["pod"]
+        pod = self.k.informer.get(f"{ns}/{name}")
+        uid = request.match_info.get("uid")
+        if pod is None or (uid and pod["metadata"].get("uid") != uid):
+            raise web.HTTPNotFound(text=f'pod "{name}" not found in namespace "{ns}" on node '
+                                        f'"{self.k.config.node_name}"' + (f" with UID {uid}" if uid else "") + "\n")
+        if not request.headers.get("Upgrade"):
+            raise web.HTTPBadRequest(text="port forward: an upgrade request (SPDY/3.1 or WebSocket) is required\n")
+        try:
+            ports = [int(p) for p in request.query.getall("port", [])]
+        except ValueError:
+            raise web.HTTPBadRequest(text="port forward: every port query parameter must be a number\n") from None
+        if any(not 0 < p < 65536 for p in ports):
+            raise web.HTTPBadRequest(text=f"port forward: ports must be in 1-65535, got {ports}\n")
+        rs = await self.k.pleg.refresh(pod["metadata"]["uid"])
+        ready = rs.ready_sandboxes()
+        if not ready:
+            raise web.HTTPBadRequest(text=f'pod "{name}" has no running sandbox on node '
+                                          f'"{self.k.config.node_name}": cannot forward ports into it\n')
+        sandbox = max(ready, key=lambda sb: (sb.attempt, sb.created_at))
+        url = await self.k.runtime.port_forward_url(sandbox.id, ports)
+        log.info("port forward pod=%s/%s sandbox=%s ports=%s", ns, name, sandbox.id[:12], ports or "per-stream")
         return await self._splice(request, url)
 
     async def _splice(self, request: web.Request, url: str) -> web.StreamResponse:

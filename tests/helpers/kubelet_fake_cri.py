@@ -167,5 +167,9 @@ class FakeRuntime:
         self._call("Exec", container_id)
         return f"http://127.0.0.1:1/exec/{container_id}"
 
+    async def port_forward_url(self, sandbox_id: str, ports: list[int]) -> str:
+        self._call("PortForward", sandbox_id)
+        return f"http://127.0.0.1:1/portforward/{sandbox_id}"
+
     async def close(self) -> None:
         pass
