@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import subprocess
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,6 +184,24 @@ def test_trace_and_netns_show_the_path_of_a_request(cluster: E2ECluster) -> None
     assert f"ip={client['status']['podIP']}" in info.stdout and "host veth veth" in info.stdout
     addr = cluster.nodeagent("netns", client["metadata"]["name"], *base, "--exec", "ip", "-4", "-o", "addr")
     assert f"eth0    inet {client['status']['podIP']}/" in addr.stdout
+
+
+def test_port_forward_to_a_deployment(cluster: E2ECluster) -> None:
+    """`kubectl port-forward deploy/echo :8080` (kubectl picks a pod) through the cluster's
+    forwarder, the apiserver and that pod's kubelet."""
+    proc = subprocess.Popen(cluster.kubectl.argv("port-forward", f"deploy/{APP}", ":8080"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
+        m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+) -> 8080", line)
+        assert m, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/", timeout=10) as r:
+            body = r.read().decode().strip()
+        assert body in {p["metadata"]["name"] for p in cluster.ready_pods(f"app={APP}")}, body
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_a_second_cluster_coexists(cluster: E2ECluster) -> None:
