@@ -6,7 +6,7 @@ Modules, from the wire inwards:
   requestinfo.py    URL -> (group, version, namespace, resource, name, subresource, verb)
   discovery.py      /api, /apis (legacy and aggregated v2); openapi.py: the OpenAPI v3 kubectl needs
   tables.py         server-side Table output; protobuf.py: kubectl's protobuf request bodies
-  kubelet_proxy.py  pods/log, pods/exec and pods/portforward forwarded to the pod's kubelet
+  kubelet_proxy.py  pods/log, pods/exec, pods/attach and pods/portforward forwarded to the pod's kubelet
   registry.py       object semantics: defaulting/validation (defaults.py, validation.py), status,
                     scale and binding subresources, graceful deletion, finalizers, list and watch
   patch.py          merge, strategic merge and JSON patch; apply.py: server-side apply (simplified)

@@ -24,7 +24,7 @@ _ALL = {"pods", "services", "deployments", "replicasets", "daemonsets", "jobs"}
 
 _SUB_VERBS = {
     "status": ["get", "patch", "update"], "scale": ["get", "patch", "update"], "binding": ["create"],
-    "log": ["get"], "exec": ["create", "get"], "portforward": ["create", "get"], "eviction": ["create"],
+    "log": ["get"], "exec": ["create", "get"], "attach": ["create", "get"], "portforward": ["create", "get"], "eviction": ["create"],
     "proxy": ["get"], "finalize": ["update"],
 }
 
@@ -38,6 +38,8 @@ def _sub_kind(kind: Kind, sub: str) -> tuple[str, str, str]:
         return "policy", "v1", "Eviction"
     if sub in ("exec",):
         return "", "v1", "PodExecOptions"
+    if sub == "attach":
+        return "", "v1", "PodAttachOptions"
     if sub == "portforward":
         return "", "v1", "PodPortForwardOptions"
     if sub == "log":

@@ -48,7 +48,7 @@ class Kind:
 
 NAMESPACES = Kind("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize"))
 NODES = Kind("", "v1", "Node", "nodes", False, ("no",), ("status", "proxy"))
-PODS = Kind("", "v1", "Pod", "pods", True, ("po",), ("status", "binding", "log", "exec", "portforward",
+PODS = Kind("", "v1", "Pod", "pods", True, ("po",), ("status", "binding", "log", "exec", "attach", "portforward",
                                                          "eviction"))
 SERVICES = Kind("", "v1", "Service", "services", True, ("svc",), ("status",))
 ENDPOINTS = Kind("", "v1", "Endpoints", "endpoints", True, ("ep",))

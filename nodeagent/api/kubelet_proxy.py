@@ -1,15 +1,18 @@
-"""pods/log, pods/exec and pods/portforward: forwarded to the kubelet of the pod's node, as
-upstream's apiserver does.
+"""pods/log, pods/exec, pods/attach and pods/portforward: forwarded to the kubelet of the pod's
+node, as upstream's apiserver does.
 
 The target is https://<node InternalIP>:<status.daemonEndpoints.kubeletEndpoint.Port>/containerLogs/
-NS/POD/CONTAINER, /exec/NS/POD/CONTAINER or /portForward/NS/POD. The apiserver authenticates to the kubelet with its own
-token (user system:apiserver in tokens.csv); the kubelet checks it with a TokenReview. Like
-kube-apiserver without --kubelet-certificate-authority, the kubelet's self-signed serving
-certificate is not verified.
+NS/POD/CONTAINER, /exec/NS/POD/CONTAINER, /attach/NS/POD/CONTAINER or /portForward/NS/POD/UID. The
+apiserver authenticates to the kubelet with its own token (user system:apiserver in tokens.csv);
+the kubelet checks it with a TokenReview. Like kube-apiserver without
+--kubelet-certificate-authority, the kubelet's self-signed serving certificate is not verified.
 
-Exec upgrades (WebSocket v5.channel.k8s.io first, SPDY/3.1 as fallback: whatever kubectl offers)
-are proxied as a byte stream: the request head is re-sent to the kubelet with our credentials,
-and from then on bytes are copied both ways, the kubelet's 101 answer included.
+Exec and attach upgrades (WebSocket v5.channel.k8s.io first, SPDY/3.1 as fallback: whatever
+kubectl offers) are proxied as a byte stream: the request head is re-sent to the kubelet with our
+credentials, and from then on bytes are copied both ways, the kubelet's 101 answer included.
+(Upstream's apiserver translates kubectl's v5 WebSocket into SPDY towards the kubelet; we pass it
+through, the runtime's streaming server (containerd 1.6) refuses v5 with 403, and kubectl falls back
+to SPDY.) A plain, non-upgraded attach is forwarded as is and the kubelet refuses it with 400.
 
 Port forwarding is always an upgrade (upstream answers a plain request with 400). Over SPDY/3.1
 (`X-Stream-Protocol-Version: portforward.k8s.io`) it is spliced like exec. kubectl >= 1.31 first
@@ -82,7 +85,7 @@ def kubelet_address(node: dict[str, Any]) -> tuple[str, int]:
 
 
 async def proxy_to_kubelet(server: Any, request: web.Request, info: Any, kind: Kind, token: str) -> web.StreamResponse:
-    if kind is not kinds.PODS or info.subresource not in ("log", "exec", "portforward"):
+    if kind is not kinds.PODS or info.subresource not in ("log", "exec", "attach", "portforward"):
         raise ApiError(404, "NotFound", f"the server could not find the requested resource "
                                         f"({info.resource}/{info.subresource})")
     entry = await server.registry.get(kinds.PODS, info.namespace, info.name)
@@ -102,10 +105,10 @@ async def proxy_to_kubelet(server: Any, request: web.Request, info: Any, kind: K
         uid = (pod.get("metadata") or {}).get("uid", "")
         path = f"/portForward/{info.namespace}/{info.name}" + (f"/{uid}" if uid else "")
         return await _splice(request, host, port, path, list(request.query.items()), token)
-    verb = "containerLogs" if info.subresource == "log" else "exec"
+    verb = "containerLogs" if info.subresource == "log" else info.subresource  # exec, attach
     query = [(k, v) for k, v in request.query.items() if k != "container"]
     path = f"/{verb}/{info.namespace}/{info.name}/{container}"
-    if info.subresource == "exec" and request.headers.get("Upgrade"):
+    if info.subresource in ("exec", "attach") and request.headers.get("Upgrade"):
         return await _splice(request, host, port, path, query, token)
     return await _forward(request, host, port, path, query, token)
 
@@ -131,7 +134,7 @@ def _check_port_forward(request: web.Request) -> None:
 
 async def _forward(request: web.Request, host: str, port: int, path: str, query: list[tuple[str, str]],
                    token: str) -> web.StreamResponse:
-    """A plain request (logs, one-shot exec): stream the kubelet's answer back."""
+    """A plain request (logs, one-shot exec, a non-upgraded attach the kubelet refuses): stream the kubelet's answer back."""
     url = f"https://{host}:{port}{path}"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     try:
@@ -160,7 +163,7 @@ async def _forward(request: web.Request, host: str, port: int, path: str, query:
 
 async def _splice(request: web.Request, host: str, port: int, path: str, query: list[tuple[str, str]],
                   token: str) -> web.StreamResponse:
-    """An upgrade (exec or port forward, over WebSocket or SPDY): re-send the head, then copy bytes
+    """An upgrade (exec, attach or port forward, over WebSocket or SPDY): re-send the head, then copy bytes
     both ways."""
     from urllib.parse import urlencode
 

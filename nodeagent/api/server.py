@@ -368,7 +368,7 @@ class ApiServer:
         assert info.name is not None
         if info.subresource == "scale":
             return _json_response(await self.registry.get_scale(kind, info.namespace, info.name))
-        if info.subresource in ("log", "exec", "portforward", "proxy"):
+        if info.subresource in ("log", "exec", "attach", "portforward", "proxy"):
             return await self._proxy_to_kubelet(request, info, kind, user)
         e = await self.registry.get(kind, info.namespace, info.name)
         if decision.object_rule and not authz.object_allowed(decision.object_rule, user, e.obj):
@@ -502,7 +502,7 @@ class ApiServer:
     async def _verb_create(self, request: web.Request, info: RequestInfo, kind: Kind, user: UserInfo,
                            decision: authz.Decision) -> web.StreamResponse:
         dry = self._dry_run(request)
-        if info.subresource in ("exec", "portforward"):
+        if info.subresource in ("exec", "attach", "portforward"):
             return await self._proxy_to_kubelet(request, info, kind, user)
         if info.subresource == "binding" or kind is kinds.BINDINGS:
             body = await self._read_body(request)
@@ -739,7 +739,7 @@ class ApiServer:
         return _json_response({"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
                                "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}, 201)
 
-    # --- kubelet proxy (pods/log, pods/exec, pods/portforward) --------------------------
+    # --- kubelet proxy (pods/log, pods/exec, pods/attach, pods/portforward) -------------
     async def _proxy_to_kubelet(self, request: web.Request, info: RequestInfo, kind: Kind,
                                 user: UserInfo) -> web.StreamResponse:
         from nodeagent.api.kubelet_proxy import proxy_to_kubelet

@@ -198,6 +198,9 @@ class CRIRuntime:
                        stdout: bool, stderr: bool) -> str:
         return await self.client.exec(container_id, cmd, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
 
+    async def attach_url(self, container_id: str, tty: bool, stdin: bool, stdout: bool, stderr: bool) -> str:
+        return await self.client.attach(container_id, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
+
     async def port_forward_url(self, sandbox_id: str, ports: list[int]) -> str:
         return await self.client.port_forward(sandbox_id, ports)
 

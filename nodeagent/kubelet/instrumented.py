@@ -16,7 +16,7 @@ _OPERATIONS = {
     "remove_sandbox": "remove_podsandbox", "ensure_image": "pull_image", "create_container": "create_container",
     "start_container": "start_container", "stop_container": "stop_container",
     "remove_container": "remove_container", "exec_sync": "exec_sync", "reopen_container_log": "reopen_container_log", "exec_url": "exec",
-    "port_forward_url": "port_forward",
+    "attach_url": "attach", "port_forward_url": "port_forward",
 }
 
 

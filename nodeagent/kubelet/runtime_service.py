@@ -67,6 +67,11 @@ class RuntimeService(Protocol):
         """The streaming server URL for an interactive exec (CRI Exec)."""
         ...
 
+    async def attach_url(self, container_id: str, tty: bool, stdin: bool, stdout: bool, stderr: bool) -> str:
+        """The streaming server URL for attaching to the container's main process (CRI Attach); `tty`
+        must be what the container was created with."""
+        ...
+
     async def port_forward_url(self, sandbox_id: str, ports: list[int]) -> str:
         """The streaming server URL for a port forward into the pod's sandbox (CRI PortForward)."""
         ...

@@ -1,11 +1,15 @@
 """The kubelet's HTTPS endpoint (upstream pkg/kubelet/server): /healthz, /metrics,
-/containerLogs/NS/POD/CONTAINER, /exec/NS/POD/CONTAINER and /portForward/NS/POD[/UID].
+/containerLogs/NS/POD/CONTAINER, /exec/NS/POD/CONTAINER, /attach/NS/POD[/UID]/CONTAINER and
+/portForward/NS/POD[/UID].
 
-The apiserver proxies pods/log and pods/exec here with its own bearer token; every request except
-/healthz must carry a token that a TokenReview (through the apiserver) accepts, from a user the
-kubelet serves: the apiserver (system:apiserver), an admin (system:masters), or this node itself.
+The apiserver proxies pods/log, pods/exec, pods/attach and pods/portforward here with its own bearer
+token; every request except /healthz must carry a token that a TokenReview (through the apiserver)
+accepts, from a user the kubelet serves: the apiserver (system:apiserver), an admin (system:masters), or this node itself.
 A streaming exec is answered by CRI Exec and the upgraded connection (SPDY or WebSocket) is spliced
-byte for byte to the runtime's streaming server, which only listens inside the node. A port
+byte for byte to the runtime's streaming server, which only listens inside the node. An attach is
+answered the same way from CRI Attach on the container's running instance, with the TTY setting the
+container was created with (upstream's GetAttach: a process's terminal cannot change after it
+started), whatever the request asks; it must stream at least one of stdin, stdout, stderr. A port
 forward is answered the same way from CRI PortForward on the pod's ready sandbox: over SPDY the
 ports travel in each stream's headers, over WebSocket in `port` query parameters.
 """
@@ -92,6 +96,8 @@ class KubeletServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.container_logs)
         app.router.add_route("*", "/exec/{ns}/{pod}/{container}", self.exec)
+        app.router.add_route("*", "/attach/{ns}/{pod}/{container}", self.attach)
+        app.router.add_route("*", "/attach/{ns}/{pod}/{uid}/{container}", self.attach)
         app.router.add_route("*", "/portForward/{ns}/{pod}", self.port_forward)
         app.router.add_route("*", "/portForward/{ns}/{pod}/{uid}", self.port_forward)
         app.router.add_get("/pods", self.pods)
@@ -169,9 +175,10 @@ class KubeletServer:
         ns, name, container = (request.match_info["ns"], request.match_info["pod"],
                                request.match_info["container"])
         pod = self.k.informer.get(f"{ns}/{name}")
-        if pod is None:
+        uid = request.match_info.get("uid")
+        if pod is None or (uid and pod["metadata"].get("uid") != uid):
             raise web.HTTPNotFound(text=f'pod "{name}" not found in namespace "{ns}" on node '
-                                        f'"{self.k.config.node_name}"\n')
+                                        f'"{self.k.config.node_name}"' + (f" with UID {uid}" if uid else "") + "\n")
         spec = pod.get("spec", {})
         names = [c["name"] for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])]
         if container not in names:
@@ -254,6 +261,30 @@ class KubeletServer:
                                             stderr=_flag(q, "error") or _flag(q, "stderr"))
         return await self._splice(request, url)
 
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        """Upstream's getAttach: the container's running instance, CRI Attach, then the splice."""
+        pod, container = self._find(request)
+        if not request.headers.get("Upgrade"):
+            raise web.HTTPBadRequest(text="attach: an upgrade request (SPDY/3.1 or WebSocket) is required\n")
+        q = request.query
+        spec = next(c for c in (pod["spec"].get("containers") or []) + (pod["spec"].get("initContainers") or [])
+                    if c["name"] == container)
+        tty = bool(spec.get("tty"))
+        stdin = _flag(q, "input") or _flag(q, "stdin")
+        stdout = _flag(q, "output") or _flag(q, "stdout")
+        # as upstream's stream options: with a terminal there is no separate stderr
+        stderr = (_flag(q, "error") or _flag(q, "stderr")) and not tty
+        if not (stdin or stdout or stderr):
+            raise web.HTTPBadRequest(text="attach: you must specify at least 1 of stdin, stdout, stderr\n")
+        rs = await self.k.pleg.refresh(pod["metadata"]["uid"])
+        c = rs.latest(container)
+        if c is None or c.state != ContainerState.RUNNING:
+            raise web.HTTPBadRequest(text=f"container {container} is not running\n")
+        url = await self.k.runtime.attach_url(c.id, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
+        log.info("attach pod=%s/%s container=%s id=%s tty=%s stdin=%s", pod["metadata"]["namespace"],
+                 pod["metadata"]["name"], container, c.id[:12], tty, stdin)
+        return await self._splice(request, url)
+
     async def port_forward(self, request: web.Request) -> web.StreamResponse:
         """Upstream's getPortForward: find the pod (and, when given, check its UID), ask the runtime
         for a streaming URL for its sandbox, and splice the upgraded connection to it."""
@@ -284,13 +315,17 @@ class KubeletServer:
     async def _splice(self, request: web.Request, url: str) -> web.StreamResponse:
         """Hand the upgraded connection to the runtime's streaming server and copy bytes both ways."""
         u = urllib.parse.urlsplit(url)
-        if u.scheme == "https":
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            reader, writer = await asyncio.open_connection(u.hostname, u.port or 443, ssl=ctx)
-        else:
-            reader, writer = await asyncio.open_connection(u.hostname, u.port or 80)
+        try:
+            if u.scheme == "https":
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                reader, writer = await asyncio.open_connection(u.hostname, u.port or 443, ssl=ctx)
+            else:
+                reader, writer = await asyncio.open_connection(u.hostname, u.port or 80)
+        except OSError as e:
+            raise web.HTTPBadGateway(text=f"the runtime's streaming server at {u.netloc} is unreachable: {e}\n") \
+                from None
         target = u.path + (f"?{u.query}" if u.query else "")
         head = [f"{request.method} {target} HTTP/1.1", f"Host: {u.netloc}"]
         for k, v in request.headers.items():

@@ -291,6 +291,8 @@ class RuntimeClient:
 
     async def attach(self, container_id: str, *, tty: bool = False, stdin: bool = False,
                      stdout: bool = True, stderr: bool = True) -> str:
+        """Prepare an attach to the container's main process; returns the streaming-server URL. `tty`
+        must match the container's config (a process's terminal is fixed when it starts)."""
         req = api_pb2.AttachRequest(container_id=container_id, tty=tty, stdin=stdin, stdout=stdout,
                                     stderr=stderr and not tty)
         resp = await self._call("Attach", req, target=container_id)

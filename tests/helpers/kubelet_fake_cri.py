@@ -31,6 +31,7 @@ class FakeRuntime:
         self.container_opts: dict[str, ContainerOptions] = {}
         self.container_cmd: dict[str, list[str]] = {}
         self.exec_results: dict[tuple[str, ...], ExecResult] = {}
+        self.attaches: list[tuple[str, bool, bool, bool, bool]] = []  # (id, tty, stdin, stdout, stderr)
         self.images: set[str] = set()
         self.fail_next: dict[str, Exception] = {}
         self._ids = itertools.count(1)
@@ -166,6 +167,11 @@ class FakeRuntime:
                        stdout: bool, stderr: bool) -> str:
         self._call("Exec", container_id)
         return f"http://127.0.0.1:1/exec/{container_id}"
+
+    async def attach_url(self, container_id: str, tty: bool, stdin: bool, stdout: bool, stderr: bool) -> str:
+        self._call("Attach", container_id)
+        self.attaches.append((container_id, tty, stdin, stdout, stderr))
+        return f"http://127.0.0.1:1/attach/{container_id}"
 
     async def port_forward_url(self, sandbox_id: str, ports: list[int]) -> str:
         self._call("PortForward", sandbox_id)

@@ -1,5 +1,5 @@
 """Node registration, status and lease over FakeClient; the kubelet endpoint's authentication,
-logs and one-shot exec over the fake runtime."""
+logs, one-shot exec and attach's checks over the fake runtime."""
 
 from __future__ import annotations
 
@@ -149,6 +149,40 @@ async def test_logs_previous_and_exec(served: tuple[Harness, TestClient[Any, Any
     h.runtime.exec_results[("id",)] = ExecResult(3, b"out\n", b"err\n")
     r = await tc.post("/exec/default/lg/c?command=id", headers=auth)
     assert r.status == 200 and r.headers["X-Exit-Code"] == "3" and await r.text() == "out\nerr\n"
+
+
+async def test_attach_checks_and_asks_the_runtime_with_the_spec_tty(
+        served: tuple[Harness, TestClient[Any, Any]]) -> None:
+    h, tc = served
+    auth = {"Authorization": "Bearer apiserver-token"}
+    up = {**auth, "Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
+    await h.create(make_pod("at", [{"name": "c", "image": "nodeagent.local/toolbox:1", "stdin": True, "tty": True},
+                                   {"name": "d", "image": "nodeagent.local/toolbox:1"}], restartPolicy="Never"))
+    await wait_for(lambda: h.condition("at", "Ready") == "True", what="Ready")
+    pod = h.pod("at")
+    assert pod is not None
+    uid = pod["metadata"]["uid"]
+    # refused before the runtime is asked: no upgrade, no stream, unknown container, another pod UID
+    r = await tc.post("/attach/default/at/c?output=1", headers=auth)
+    assert r.status == 400 and "upgrade" in await r.text()
+    r = await tc.post("/attach/default/at/c", headers=up)
+    assert r.status == 400 and "at least 1 of stdin, stdout, stderr" in await r.text()
+    assert (await tc.post("/attach/default/at/nope?output=1", headers=up)).status == 400
+    assert (await tc.post("/attach/default/at/not-the-uid/c?output=1", headers=up)).status == 404
+    assert h.runtime.attaches == []
+    # tty comes from the container's spec (not the query); with a tty there is no stderr stream
+    r = await tc.post(f"/attach/default/at/{uid}/c?input=1&output=1&error=1", headers=up)
+    assert r.status == 502 and "streaming server" in await r.text()  # the fake's URL does not answer
+    r = await tc.post("/attach/default/at/d?stdout=true&stderr=true&tty=true", headers=up)
+    assert r.status == 502
+    cid = {c.name: c.id for c in h.runtime.containers.values()}
+    assert h.runtime.attaches == [(cid["c"], True, True, True, False), (cid["d"], False, False, True, True)]
+    # a container that is not running cannot be attached to
+    h.runtime.exit(cid["d"], 0)
+    await h.kubelet.pleg.refresh(uid)
+    r = await tc.post("/attach/default/at/d?output=1", headers=up)
+    assert r.status == 400 and "is not running" in await r.text()
+    assert len(h.runtime.attaches) == 2
 
 
 async def test_deleted_node_is_registered_again(tmp_path: Any) -> None:

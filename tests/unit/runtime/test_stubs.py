@@ -50,7 +50,7 @@ UPSTREAM_FIELDS = {
                                     "privileged": 6},
     "ContainerConfig": {"metadata": 1, "image": 2, "command": 3, "args": 4, "working_dir": 5, "envs": 6,
                         "mounts": 7, "labels": 9, "annotations": 10, "log_path": 11, "stdin": 12,
-                        "tty": 14, "linux": 15},
+                        "stdin_once": 13, "tty": 14, "linux": 15},
     "LinuxContainerResources": {"cpu_period": 1, "cpu_quota": 2, "cpu_shares": 3,
                                 "memory_limit_in_bytes": 4, "oom_score_adj": 5},
     "ImageSpec": {"image": 1, "annotations": 2, "user_specified_image": 18, "runtime_handler": 19,
@@ -60,6 +60,9 @@ UPSTREAM_FIELDS = {
     "PodSandboxStatus": {"id": 1, "state": 3, "network": 5, "linux": 6, "runtime_handler": 9},
     "ContainerFilter": {"id": 1, "state": 2, "pod_sandbox_id": 3, "label_selector": 4},
     "ExecSyncResponse": {"stdout": 1, "stderr": 2, "exit_code": 3},
+    "ExecRequest": {"container_id": 1, "cmd": 2, "tty": 3, "stdin": 4, "stdout": 5, "stderr": 6},
+    "AttachRequest": {"container_id": 1, "stdin": 2, "tty": 3, "stdout": 4, "stderr": 5},
+    "PortForwardRequest": {"pod_sandbox_id": 1, "port": 2},
     "ContainerStats": {"attributes": 1, "cpu": 2, "memory": 3, "writable_layer": 4},
     "ContainerEventResponse": {"container_id": 1, "container_event_type": 2, "created_at": 3,
                                "pod_sandbox_status": 4, "containers_statuses": 5},
@@ -76,7 +79,7 @@ def test_field_numbers_match_upstream(message: str) -> None:
 def test_package_services_and_enums_match_upstream() -> None:
     assert pb.DESCRIPTOR.package == "runtime.v1"
     runtime = pb.DESCRIPTOR.services_by_name["RuntimeService"]
-    assert {"RunPodSandbox", "CreateContainer", "ExecSync", "Exec", "ListContainerStats",
+    assert {"RunPodSandbox", "CreateContainer", "ExecSync", "Exec", "Attach", "PortForward", "ListContainerStats",
             "GetContainerEvents", "Status"} <= set(runtime.methods_by_name)
     assert runtime.methods_by_name["ExecSync"].full_name == "runtime.v1.RuntimeService.ExecSync"
     assert {"ListImages", "ImageStatus", "PullImage", "RemoveImage"} <= \
