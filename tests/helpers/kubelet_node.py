@@ -247,3 +247,27 @@ async def wait_until(pred: Any, timeout: float = 60.0, what: str = "condition", 
             tail = kn.log_tail() if kn else ""
             raise AssertionError(f"timed out waiting for {what} (last error: {last_err})\n--- kubelet log ---\n{tail}")
         await asyncio.sleep(interval)
+
+
+def node_token(kn: KubeletNode) -> str:
+    """The bearer token of the node's own identity (system:node:NAME) in the apiserver's tokens.csv."""
+    for line in (kn.api.data_dir / "tokens.csv").read_text().splitlines():
+        parts = line.split(",")
+        if parts[1] == f"system:node:{kn.name}":
+            return parts[0]
+    raise AssertionError("node token missing")
+
+
+def delete_pod_now(kn: KubeletNode, name: str, namespace: str = "default", timeout: float = 30.0) -> None:
+    """Delete a pod with zero grace over raw HTTPS and wait (bounded) until the apiserver has let
+    it go: a test's `finally`, where the client's event loop may be gone."""
+    from tests.helpers.api_kubectl import request
+
+    path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+    request(kn.api, "DELETE", path + "?gracePeriodSeconds=0")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, _ = request(kn.api, "GET", path)
+        if code == 404:
+            return
+        time.sleep(0.3)

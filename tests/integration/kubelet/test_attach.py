@@ -15,7 +15,7 @@ from typing import Any
 from nodeagent.api.kinds import PODS
 from nodeagent.client import Client, NotFound
 from tests.helpers.api_kubectl import request
-from tests.helpers.kubelet_node import KubeletNode, wait_until
+from tests.helpers.kubelet_node import KubeletNode, delete_pod_now, node_token, wait_until
 
 TOOLBOX = "nodeagent.local/toolbox:1"
 
@@ -188,21 +188,7 @@ def test_attach_subresource_discovery_authz_and_refusals(kn: KubeletNode) -> Non
         code, body = request(api, "POST", path + "?container=nope&stdout=true", headers={"Upgrade": "SPDY/3.1"})
         assert code == 400 and "container nope is not valid" in body["message"], body
         # a node identity may not attach (create on pods/attach is for admins)
-        code, body = request(api, "POST", path, token=_node_token(kn), headers={"Upgrade": "SPDY/3.1"})
+        code, body = request(api, "POST", path, token=node_token(kn), headers={"Upgrade": "SPDY/3.1"})
         assert code == 403 and body["reason"] == "Forbidden", body
     finally:
-        request(api, "DELETE", f"/api/v1/namespaces/default/pods/{name}?gracePeriodSeconds=0")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            code, _ = request(api, "GET", f"/api/v1/namespaces/default/pods/{name}")
-            if code == 404:
-                break
-            time.sleep(0.3)
-
-
-def _node_token(kn: KubeletNode) -> str:
-    for line in (kn.api.data_dir / "tokens.csv").read_text().splitlines():
-        parts = line.split(",")
-        if parts[1] == f"system:node:{kn.name}":
-            return parts[0]
-    raise AssertionError("node token missing")
+        delete_pod_now(kn, name)

@@ -10,14 +10,13 @@ import json
 import re
 import secrets
 import socket
-import time
 import urllib.request
 from typing import Any
 
 from nodeagent.api.kinds import PODS
 from nodeagent.client import Client, NotFound
 from tests.helpers.api_kubectl import request
-from tests.helpers.kubelet_node import KubeletNode, wait_until
+from tests.helpers.kubelet_node import KubeletNode, delete_pod_now, node_token, wait_until
 
 TOOLBOX = "nodeagent.local/toolbox:1"
 DEAD_PORT = 9  # nothing in the pod listens there
@@ -171,22 +170,7 @@ def test_portforward_subresource_discovery_authz_and_refusals(kn: KubeletNode) -
         code, body = request(api, "GET", path, headers=ws)
         assert code == 400 and "SPDY" in body["message"], body
         # a node identity may not forward ports (create on pods/portforward is for admins)
-        node_token = _node_token(kn)
-        code, body = request(api, "POST", path, token=node_token, headers={"Upgrade": "SPDY/3.1"})
+        code, body = request(api, "POST", path, token=node_token(kn), headers={"Upgrade": "SPDY/3.1"})
         assert code == 403 and body["reason"] == "Forbidden", body
     finally:
-        request(api, "DELETE", f"/api/v1/namespaces/default/pods/{pod['metadata']['name']}?gracePeriodSeconds=0")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            code, _ = request(api, "GET", f"/api/v1/namespaces/default/pods/{pod['metadata']['name']}")
-            if code == 404:
-                break
-            time.sleep(0.3)
-
-
-def _node_token(kn: KubeletNode) -> str:
-    for line in (kn.api.data_dir / "tokens.csv").read_text().splitlines():
-        parts = line.split(",")
-        if parts[1] == f"system:node:{kn.name}":
-            return parts[0]
-    raise AssertionError("node token missing")
+        delete_pod_now(kn, pod["metadata"]["name"])
