@@ -124,15 +124,19 @@ async def test_kubectl_attach_i_feeds_the_containers_stdin(kn: KubeletNode, clie
         await _delete(client, name)
 
 
-async def test_kubectl_run_i_rm_prints_the_output_and_deletes_the_pod(kn: KubeletNode, client: Client) -> None:
-    name = f"run-{secrets.token_hex(3)}"
+async def _kubectl_run(kn: KubeletNode, name: str, script: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl run -i --rm --restart=Never NAME -- sh -c SCRIPT` with `stdin` piped in."""
     # no scheduler in this fixture: bind the pod to our node through the overrides
     overrides = json.dumps({"apiVersion": "v1", "spec": {"nodeName": kn.name, "terminationGracePeriodSeconds": 1}})
+    return await asyncio.to_thread(
+        _kubectl, kn, "run", "-i", "--rm", "--restart=Never", name, f"--image={TOOLBOX}",
+        f"--overrides={overrides}", "--", "sh", "-c", script, stdin=stdin)
+
+
+async def test_kubectl_run_i_rm_prints_the_output_and_deletes_the_pod(kn: KubeletNode, client: Client) -> None:
+    name = f"run-{secrets.token_hex(3)}"
     try:
-        r = await asyncio.to_thread(
-            _kubectl, kn, "run", "-i", "--rm", "--restart=Never", name, f"--image={TOOLBOX}",
-            f"--overrides={overrides}", "--", "sh", "-c", "tr a-z A-Z; echo done; echo to-stderr >&2",
-            stdin="one\ntwo\n")
+        r = await _kubectl_run(kn, name, "tr a-z A-Z; echo done; echo to-stderr >&2", "one\ntwo\n")
         # tr ends only because the runtime closed its stdin when kubectl's input ended: the container
         # was created with stdin and stdin_once, as kubectl run asks (spec stdin/stdinOnce). Without
         # stdin_once the runtime would only detach and the pod would never complete.
@@ -150,11 +154,8 @@ async def test_kubectl_run_i_rm_prints_the_output_and_deletes_the_pod(kn: Kubele
 
 async def test_kubectl_run_i_exit_code_is_the_containers(kn: KubeletNode, client: Client) -> None:
     name = f"runx-{secrets.token_hex(3)}"
-    overrides = json.dumps({"apiVersion": "v1", "spec": {"nodeName": kn.name, "terminationGracePeriodSeconds": 1}})
     try:
-        r = await asyncio.to_thread(
-            _kubectl, kn, "run", "-i", "--rm", "--restart=Never", name, f"--image={TOOLBOX}",
-            f"--overrides={overrides}", "--", "sh", "-c", "read a; echo bad:$a; exit 3", stdin="x\n")
+        r = await _kubectl_run(kn, name, "read a; echo bad:$a; exit 3", "x\n")
         assert r.returncode == 3 and "bad:x" in r.stdout, (r.returncode, r.stdout, r.stderr)
         await wait_until(lambda: _gone(client, name), what="kubectl run's pod deleted", kn=kn)
     finally:
