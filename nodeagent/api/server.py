@@ -68,6 +68,16 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _event_line(ev: WatchEvent) -> bytes:
+    """One JSON watch line: the line encoded once for all watchers when there is one, else the
+    stored bytes of the object spliced in, else the object encoded here."""
+    if ev.line is not None:
+        return ev.line
+    if ev.raw is not None:
+        return b'{"type":"' + ev.type.encode() + b'","object":' + ev.raw + b"}\n"
+    return _dumps({"type": ev.type, "object": ev.obj}) + b"\n"
+
+
 def _json_response(obj: Any, status: int = 200, content_type: str = _JSON) -> web.Response:
     return web.Response(body=_dumps(obj), status=status, headers={"Content-Type": content_type})
 
@@ -433,7 +443,6 @@ class ApiServer:
         counter = self.metrics.watch_events.labels(kind.group, kind.version, kind.kind)
         gauge = self.metrics.watchers.labels(kind.group, kind.version, kind.kind)
         gauge.inc()
-        first_table = True
         transport = request.transport
         if not as_table and transport is not None:
             limit = self.cfg.watch_buffer_bytes
@@ -449,45 +458,35 @@ class ApiServer:
                     log.warning("msg=\"closing slow watcher\" resource=%s buffered=%d", info.resource,
                                 transport.get_write_buffer_size())
                     return False
-                data = b"".join(ev.line if ev.line is not None
-                                else b'{"type":"' + ev.type.encode() + b'","object":' + ev.raw + b"}\n"
-                                if ev.raw is not None else _dumps({"type": ev.type, "object": ev.obj}) + b"\n"
-                                for ev in batch)
+                data = b"".join(map(_event_line, batch))
                 transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
                 counter.inc(len(batch))
                 return True
 
-            try:
+            async def stream() -> None:
                 events.attach(sink)
                 await events.wait_finished()
-            except (ConnectionResetError, asyncio.CancelledError):
-                pass
-            finally:
-                gauge.dec()
-                events.close()
-            try:
-                await resp.write_eof()
-            except (ConnectionResetError, RuntimeError):
-                pass
-            return resp
+        else:
+            async def stream() -> None:
+                first_table = True
+                while True:
+                    batch = await events.next_batch()
+                    if batch is None:
+                        return
+                    lines = []
+                    for ev in batch:
+                        if as_table and ev.type != "BOOKMARK":
+                            rv = str((ev.obj.get("metadata") or {}).get("resourceVersion"))
+                            t = tables.table(kind, [ev.obj], rv, include, with_columns=first_table)
+                            first_table = False
+                            lines.append(_dumps({"type": ev.type, "object": t}) + b"\n")
+                        else:
+                            lines.append(_event_line(ev))
+                    await resp.write(b"".join(lines))
+                    counter.inc(len(batch))
+
         try:
-            while True:
-                batch = await events.next_batch()
-                if batch is None:
-                    break
-                lines = []
-                for ev in batch:
-                    if as_table and ev.type != "BOOKMARK":
-                        t = tables.table(kind, [ev.obj], str((ev.obj.get("metadata") or {}).get("resourceVersion")),
-                                         include, with_columns=first_table)
-                        first_table = False
-                        lines.append(_dumps({"type": ev.type, "object": t}) + b"\n")
-                    elif ev.raw is not None:
-                        lines.append(b'{"type":"' + ev.type.encode() + b'","object":' + ev.raw + b"}\n")
-                    else:
-                        lines.append(_dumps({"type": ev.type, "object": ev.obj}) + b"\n")
-                await resp.write(b"".join(lines))
-                counter.inc(len(batch))
+            await stream()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
