@@ -28,7 +28,7 @@ from typing import Protocol
 from nodeagent.proxy.backend import ProxyState, SyncResult
 from nodeagent.proxy.iptables import names as n
 from nodeagent.proxy.iptables.executor import Executor
-from nodeagent.proxy.iptables.proxier import cleanup_iptables, ips_in
+from nodeagent.proxy.iptables.proxier import MASQ_MARK, MASQUERADE_RULES, cleanup_iptables, ips_in
 from nodeagent.proxy.model import Endpoint, ServicePort, categorize
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ SCHEDULER = "rr"
 PROTO = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": 132}
 IP_VS_SVC_F_PERSISTENT = 0x1
 FWD_MASQ = 0  # IP_VS_CONN_F_MASQ: NAT to the real server
-MASQ_MARK = "0x4000"
 IPVS_CHAINS = (n.KUBE_SERVICES, n.KUBE_NODEPORTS, n.KUBE_POSTROUTING, n.KUBE_MARK_MASQ)
 IPVS_FILTER_CHAINS = (n.KUBE_PROXY_FIREWALL, n.KUBE_SOURCE_RANGES_FIREWALL)
 # as upstream's IPVS jumps, with no conntrack match: every packet is checked, so narrowing the
@@ -276,13 +275,7 @@ class IpvsBackend:
     def render_iptables(self, state: ProxyState) -> str:
         """The masquerade rules IPVS needs, without ipset: one rule per service address."""
         out = ["*nat"] + [f":{c} - [0:0]" for c in IPVS_CHAINS]
-        out += [
-            f"-A {n.KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
-            f"-A {n.KUBE_POSTROUTING} -j MARK --xor-mark {MASQ_MARK}",
-            f'-A {n.KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" '
-            "-j MASQUERADE --random-fully",
-            f"-A {n.KUBE_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}",
-        ]
+        out += MASQUERADE_RULES
         hairpin: list[str] = []
         for spn in sorted(state.services):
             sp = state.services[spn]

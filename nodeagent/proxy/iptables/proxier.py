@@ -41,6 +41,15 @@ from nodeagent.proxy.model import Endpoint, ServicePort, ServicePortName, catego
 log = logging.getLogger(__name__)
 
 MASQ_MARK = "0x4000"
+# KUBE-POSTROUTING masquerades what KUBE-MARK-MASQ marked (and clears the mark: a packet
+# re-traversing the stack must not be masqueraded twice); IPVS mode writes the same rules
+MASQUERADE_RULES = [
+    f"-A {n.KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
+    f"-A {n.KUBE_POSTROUTING} -j MARK --xor-mark {MASQ_MARK}",
+    f'-A {n.KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" '
+    "-j MASQUERADE --random-fully",
+    f"-A {n.KUBE_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}",
+]
 NODEPORTS_COMMENT = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
 
 # Jumps from the built-in chains, ensured one by one with python-iptables (upstream iptablesJumpChains).
@@ -444,13 +453,7 @@ class IptablesBackend:
         # declaring a chain creates or flushes it: the shared chains first, so that nothing
         # references a Service chain that is about to be deleted
         out += [f":{c} - [0:0]" for c in n.NAT_STATIC]
-        out += [
-            f"-A {n.KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
-            f"-A {n.KUBE_POSTROUTING} -j MARK --xor-mark {MASQ_MARK}",
-            f'-A {n.KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" '
-            "-j MASQUERADE --random-fully",
-            f"-A {n.KUBE_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}",
-        ]
+        out += MASQUERADE_RULES
         yield "\n".join(out) + "\n"
 
         # the Services whose chains this sync writes: all on a full sync, else the changed ones.
@@ -479,13 +482,7 @@ class IptablesBackend:
             stale -= set().union(*owned.values()) if owned else set()
             owned_out.update(owned)
         else:
-            stale = set()
-            for svc in changed:
-                stale |= self._chains_by_service.get(svc, set()) - owned.get(svc, set())
-            owned_out.update(self._chains_by_service)
-            for svc in changed:
-                owned_out.pop(svc, None)
-            owned_out.update({svc: chains for svc, chains in owned.items() if chains})
+            stale = self._owned_after(changed, owned, owned_out)
         # a stale chain is flushed (declared) before the deletes at the end
         block += [f":{c} - [0:0]" for c in sorted(stale)]
         block += nat_services
@@ -495,6 +492,19 @@ class IptablesBackend:
         block += [f"-X {c}" for c in sorted(stale)]
         block.append("COMMIT")
         yield "\n".join(block) + "\n"
+
+    def _owned_after(self, changed: set[str], owned: dict[str, set[str]],
+                     owned_out: dict[str, set[str]]) -> set[str]:
+        """After a partial sync wrote `owned` (chains per changed Service): fill `owned_out` with
+        every Service's chains and return the chains the changed Services no longer own."""
+        stale: set[str] = set()
+        for svc in changed:
+            stale |= self._chains_by_service.get(svc, set()) - owned.get(svc, set())
+        owned_out.update(self._chains_by_service)
+        for svc in changed:
+            owned_out.pop(svc, None)
+        owned_out.update({svc: chains for svc, chains in owned.items() if chains})
+        return stale
 
     def _service_chains_only(self, changed: set[str], owned_out: dict[str, set[str]]) -> Iterator[str]:
         """A partial restore of the changed Services' own chains, in the nat table only."""
@@ -508,13 +518,7 @@ class IptablesBackend:
                 block += [f":{chain} - [0:0]" for chain in r.chains]
                 for rules in r.chains.values():
                     block += rules
-        stale: set[str] = set()
-        for svc in changed:
-            stale |= self._chains_by_service.get(svc, set()) - owned.get(svc, set())
-        owned_out.update(self._chains_by_service)
-        for svc in changed:
-            owned_out.pop(svc, None)
-        owned_out.update({svc: chains for svc, chains in owned.items() if chains})
+        stale = self._owned_after(changed, owned, owned_out)
         block += [f":{c} - [0:0]" for c in sorted(stale)]
         block += [f"-X {c}" for c in sorted(stale)]
         block.append("COMMIT")
