@@ -24,37 +24,33 @@ _RE_LVALUE = re.compile(f"^{_LABEL_VALUE}$")
 SUBDOMAIN, LABEL, LABEL1035, PATH_SEGMENT = "subdomain", "label", "label1035", "segment"
 
 
-def dns1123_label_errors(v: str) -> list[str]:
-    errs = []
-    if len(v) > 63:
-        errs.append("must be no more than 63 characters")
-    if not _RE_LABEL.match(v):
-        errs.append("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
-                    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
-                    f"regex used for validation is '{_DNS1123_LABEL}')")
+def _name_errors(v: str, max_len: int, regex: re.Pattern[str], message: str) -> list[str]:
+    """Upstream's wording: the length first, then the format (both can be reported)."""
+    errs = [f"must be no more than {max_len} characters"] if len(v) > max_len else []
+    if not regex.match(v):
+        errs.append(message)
     return errs
+
+
+def dns1123_label_errors(v: str) -> list[str]:
+    return _name_errors(v, 63, _RE_LABEL, (
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+        "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+        f"regex used for validation is '{_DNS1123_LABEL}')"))
 
 
 def dns1123_subdomain_errors(v: str) -> list[str]:
-    errs = []
-    if len(v) > 253:
-        errs.append("must be no more than 253 characters")
-    if not _RE_SUBDOMAIN.match(v):
-        errs.append("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
-                    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
-                    f"used for validation is '{_DNS1123_SUBDOMAIN}')")
-    return errs
+    return _name_errors(v, 253, _RE_SUBDOMAIN, (
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+        "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex "
+        f"used for validation is '{_DNS1123_SUBDOMAIN}')"))
 
 
 def dns1035_label_errors(v: str) -> list[str]:
-    errs = []
-    if len(v) > 63:
-        errs.append("must be no more than 63 characters")
-    if not _RE_1035.match(v):
-        errs.append("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-                    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
-                    f"'abc-123', regex used for validation is '{_DNS1035_LABEL}')")
-    return errs
+    return _name_errors(v, 63, _RE_1035, (
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+        "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+        f"'abc-123', regex used for validation is '{_DNS1035_LABEL}')"))
 
 
 def path_segment_errors(v: str) -> list[str]:
