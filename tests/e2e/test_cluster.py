@@ -18,7 +18,7 @@ import pytest
 
 from nodeagent.cluster import httpget, natrules
 from nodeagent.cluster.lifecycle import stop_component
-from tests.helpers.cluster_e2e import E2ECluster, local_cluster, wait_for
+from tests.helpers.cluster_e2e import E2ECluster, local_cluster, sleeper_pod, wait_for
 from tests.helpers.cluster_host import host_traces
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -59,17 +59,6 @@ spec:
   ports: [{{name: http, port: 80, targetPort: http}}]
 """
 
-
-def client_pod(name: str, node: str) -> str:
-    return f"""\
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, labels: {{role: client}}}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-  containers: [{{name: c, image: nodeagent.local/toolbox:1, command: ["sleep", "100000"]}}]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +123,7 @@ def test_deployment_to_rules_on_both_nodes(cluster: E2ECluster) -> None:
 def test_service_reachable_from_pods_on_both_nodes_and_nodeport_from_underlay(cluster: E2ECluster) -> None:
     nodes = _nodes(cluster)
     for i, node in enumerate(nodes):
-        cluster.kubectl.apply(client_pod(f"client{i}", node))
+        cluster.kubectl.apply(sleeper_pod(f"client{i}", node, "client"))
     clients = cluster.wait_ready_pods("role=client", 2, 120)
     backends = {p["metadata"]["name"] for p in cluster.ready_pods(f"app={APP}")}
     svc = _service(cluster)

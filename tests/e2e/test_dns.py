@@ -25,7 +25,7 @@ from dnslib import RCODE, DNSRecord
 
 from nodeagent.cluster.lifecycle import stop_component
 from nodeagent.netns import nsenter_argv, run_in_netns
-from tests.helpers.cluster_e2e import E2ECluster, local_cluster, wait_for
+from tests.helpers.cluster_e2e import E2ECluster, local_cluster, sleeper_pod, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -61,17 +61,6 @@ spec:
   ports: [{name: http, port: 8080}]
 """
 
-
-def toolbox(name: str, node: str) -> str:
-    return f"""\
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, labels: {{role: dns-client}}}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-  containers: [{{name: c, image: nodeagent.local/toolbox:1, command: ["sleep", "100000"]}}]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +109,7 @@ def test_pods_resolve_and_reach_services_by_name(cluster: E2ECluster) -> None:
     cluster.kubectl.apply(MANIFEST)
     nodes = [m.name for m in cluster.plan.node_members]
     for i, node in enumerate(nodes):
-        cluster.kubectl.apply(toolbox(f"dns-client{i}", node))
+        cluster.kubectl.apply(sleeper_pod(f"dns-client{i}", node, "dns-client"))
     cluster.wait_ready_pods("role=dns-client", len(nodes), 180)
     backends = {p["metadata"]["name"] for p in cluster.wait_ready_pods("app=web", 2, 180)}
     web_ip = cluster.kubectl.get_json(["service", "web"])["spec"]["clusterIP"]

@@ -107,3 +107,16 @@ def local_cluster(prefix: str = "e2e", nodes: int = 2, base_dir: Path = BASE_DIR
     finally:
         subprocess.run([sys.executable, "-m", "nodeagent", "cluster", "down", "--name", name,
                         "--base-dir", str(base_dir)], capture_output=True, timeout=180)
+
+
+def sleeper_pod(name: str, node: str, role: str) -> str:
+    """A toolbox pod pinned to `node` that only sleeps, labelled role=ROLE: a client to exec into."""
+    return f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{role: {role}}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: c, image: nodeagent.local/toolbox:1, command: ["sleep", "100000"]}}]
+"""
