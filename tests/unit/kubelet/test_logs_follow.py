@@ -9,6 +9,23 @@ from nodeagent.kubelet.logs import LogOptions, log_files, read_logs
 from tests.helpers.kubelet_env import wait_for
 
 
+class _Follower:
+    """`read_logs(follow=True)` on a task, collecting chunks, until `running` turns False (the
+    container stopped)."""
+
+    def __init__(self, log: Path) -> None:
+        self.running = True
+        self.got: list[bytes] = []
+        self.task = asyncio.create_task(self._consume(log))
+
+    async def _still_running(self) -> bool:
+        return self.running
+
+    async def _consume(self, log: Path) -> None:
+        async for chunk in read_logs(str(log), LogOptions(follow=True), self._still_running, poll=0.01):
+            self.got.append(chunk)
+
+
 def _append(path: Path, text: bytes) -> None:
     with open(path, "ab") as f:
         f.write(text)
@@ -18,25 +35,15 @@ async def test_follow_streams_until_container_stops(tmp_path: Path) -> None:
     log = tmp_path / "c" / "0.log"
     log.parent.mkdir()
     _append(log, b"2026-01-01T00:00:00Z stdout F first\n")
-    running = [True]
-
-    async def still_running() -> bool:
-        return running[0]
-
-    got: list[bytes] = []
-
-    async def consume() -> None:
-        async for chunk in read_logs(str(log), LogOptions(follow=True), still_running, poll=0.01):
-            got.append(chunk)
-
-    task = asyncio.create_task(consume())
+    f = _Follower(log)
+    got, task = f.got, f.task
     await wait_for(lambda: b"".join(got) == b"first\n", what="first line")
     _append(log, b"2026-01-01T00:00:01Z stderr P par\n")
     _append(log, b"2026-01-01T00:00:01Z stderr F tial\n")
     await wait_for(lambda: b"".join(got) == b"first\npartial\n", what="joined partial line")
     assert not task.done()
     _append(log, b"2026-01-01T00:00:02Z stdout F last\n")
-    running[0] = False
+    f.running = False
     await asyncio.wait_for(task, 5)
     assert b"".join(got) == b"first\npartial\nlast\n"
 
@@ -78,22 +85,12 @@ async def test_follow_continues_across_rotation(tmp_path: Path) -> None:
 
     log = tmp_path / "0.log"
     _append(log, b"2026-01-01T00:00:00Z stdout F before\n")
-    running = [True]
-
-    async def still_running() -> bool:
-        return running[0]
-
-    got: list[bytes] = []
-
-    async def consume() -> None:
-        async for chunk in read_logs(str(log), LogOptions(follow=True), still_running, poll=0.01):
-            got.append(chunk)
-
-    task = asyncio.create_task(consume())
+    f = _Follower(log)
+    got, task = f.got, f.task
     await wait_for(lambda: b"".join(got) == b"before\n", what="first line")
     assert rotate_if_needed(str(log), 1, 5, 0.0)
     await asyncio.sleep(0.05)  # the window before the runtime reopens the file
     _append(log, b"2026-01-01T00:00:01Z stdout F after\n")  # the runtime's new file
     await wait_for(lambda: b"".join(got) == b"before\nafter\n", what="line from the new file")
-    running[0] = False
+    f.running = False
     await asyncio.wait_for(task, 5)
