@@ -15,41 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nodeagent.mountinfo import MountEntry, read_mountinfo
+
 log = logging.getLogger(__name__)
 
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-@dataclass
-class MountEntry:
-    mount_point: str
-    fstype: str
-    super_options: str = ""
-
-
-def _unescape(field_: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    out, i = [], 0
-    while i < len(field_):
-        if field_[i] == "\\" and field_[i + 1:i + 4].isdigit() and len(field_[i + 1:i + 4]) == 3:
-            out.append(chr(int(field_[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field_[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 10 or "-" not in parts:
-            continue
-        sep = parts.index("-")
-        entries.append(MountEntry(_unescape(parts[4]), parts[sep + 1], parts[sep + 3] if len(parts) > sep + 3 else ""))
-    return entries
 
 
 def mounts_under(root: Path, entries: Iterable[MountEntry]) -> list[str]:
@@ -65,10 +36,6 @@ def umount(path: str) -> bool:
         log.warning("umount failed path=%s err=%s", path, os.strerror(err))
         return False
     return True
-
-
-def read_mountinfo() -> list[MountEntry]:
-    return parse_mountinfo(Path("/proc/self/mountinfo").read_text())
 
 
 def unmount_under(root: Path) -> list[str]:

@@ -255,6 +255,7 @@ def plan_from_args(args: argparse.Namespace) -> HostPlan:
 def down_main(args: argparse.Namespace) -> int:
     """Stop a running `nodeagent up` and remove what it made in this namespace and its data dir."""
     from nodeagent.cluster import cleanup, procs
+    from nodeagent.mountinfo import read_mountinfo
 
     d = Path(args.data_dir)
     try:
@@ -278,7 +279,7 @@ def down_main(args: argparse.Namespace) -> int:
                          text=True).stdout
     for line in out.splitlines():
         subprocess.run(["ip", "route", "delete", line.split()[0]], capture_output=True)
-    if not args.keep_data and not cleanup.mounts_under(d, cleanup.read_mountinfo()):
+    if not args.keep_data and not cleanup.mounts_under(d, read_mountinfo()):
         shutil.rmtree(d, ignore_errors=True)
     if left:
         print(f"warning: processes still running: {sorted(left)}", file=sys.stderr)

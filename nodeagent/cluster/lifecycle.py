@@ -22,6 +22,7 @@ from nodeagent.cluster.components import Component, Options
 from nodeagent.cluster.forwarder import free_loopback_port
 from nodeagent.cluster.kube import Kubectl, KubectlError, node_ready
 from nodeagent.cluster.topology import API_PORT, BASE_DIR, CONTROL_PLANE_IP, ClusterPlan
+from nodeagent.mountinfo import read_mountinfo
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ def down(name: str, base_dir: Path = BASE_DIR, out: TextIO = sys.stdout) -> bool
     cleanup.unmount_under(plan.dir)
     failed = underlay.destroy(plan.netns_names)
     cleanup.remove_cgroups(snap.cgroups, keep_cgroups)
-    leftover_mounts = cleanup.mounts_under(plan.dir, cleanup.read_mountinfo())
+    leftover_mounts = cleanup.mounts_under(plan.dir, read_mountinfo())
     if not leftover_mounts:
         shutil.rmtree(plan.dir, ignore_errors=True)
     done("ok" if not (failed or leftover_mounts or left) else

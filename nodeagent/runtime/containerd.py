@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from nodeagent import netns as netns_mod
+from nodeagent.mountinfo import parse_mountinfo
 from nodeagent.runtime import images
 
 log = logging.getLogger(__name__)
@@ -311,33 +312,14 @@ class ManagedContainerd:
                 log.info("killed leftover container id=%s", cdir.name)
 
 
-def _unescape_mountinfo(field: str) -> str:
-    # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def mounts_under(root: Path, mountinfo: str | None = None) -> list[str]:
     """Mount points strictly below `root`, deepest first."""
     if mountinfo is None:
         with open("/proc/self/mountinfo") as f:
             mountinfo = f.read()
     prefix = str(root).rstrip("/") + "/"
-    points = []
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) > 4:
-            point = _unescape_mountinfo(fields[4])
-            if point.startswith(prefix):
-                points.append(point)
-    return sorted(set(points), key=lambda p: (-p.count("/"), p))
+    points = {e.mount_point for e in parse_mountinfo(mountinfo) if e.mount_point.startswith(prefix)}
+    return sorted(points, key=lambda p: (-p.count("/"), p))
 
 
 def unmount_under(root: Path) -> list[str]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from nodeagent.cluster import cleanup, procs
+from nodeagent.mountinfo import MountEntry, parse_mountinfo
 
 STAT = "{pid} (python3 (x) y) S {ppid} 1 1 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 {start} 1000 10"
 
@@ -78,8 +79,8 @@ MOUNTINFO = """\
 
 
 def test_mounts_under_a_cluster_dir_only_deepest_first() -> None:
-    entries = cleanup.parse_mountinfo(MOUNTINFO)
-    assert entries[4] == cleanup.MountEntry("/run/netns/cni-1234", "nsfs", "rw")
+    entries = parse_mountinfo(MOUNTINFO)
+    assert entries[4] == MountEntry("/run/netns/cni-1234", "nsfs", "rw")
     got = cleanup.mounts_under(Path("/var/lib/nodeagent/clusters/c"), entries)
     assert got == [
         "/var/lib/nodeagent/clusters/c/c-n1/containerd/state/x/shm",
@@ -99,7 +100,7 @@ CG = Path("/sys/fs/cgroup")
 
 
 def _roots() -> dict[frozenset[str], Path]:
-    return cleanup.cgroup_roots(cleanup.parse_mountinfo(CGROUP_MOUNTS), {"cpu", "cpuacct", "memory"})
+    return cleanup.cgroup_roots(parse_mountinfo(CGROUP_MOUNTS), {"cpu", "cpuacct", "memory"})
 
 
 def test_cgroup_hierarchies_of_a_hybrid_host() -> None:
