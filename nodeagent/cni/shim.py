@@ -1,7 +1,7 @@
 """`nodeagent-bridge` in Python: forward the call to the node's CNI daemon, else do it here.
 
 Used when the C shim (shim.c, built by nodeagent.cni.install) cannot be compiled. It imports only
-os, sys and socket before knowing whether a daemon answers, so a call served by the daemon costs
+os, sys, socket and the wire format (protocol.py) before knowing whether a daemon answers, so a call served by the daemon costs
 one interpreter start; json and pyroute2 are imported only on the standalone path.
 """
 
@@ -11,8 +11,9 @@ import os
 import socket
 import sys
 
+from nodeagent.cni.protocol import encode_request  # no imports of its own: the fast path stays lean
+
 DEFAULT_SOCKET = "/var/run/nodeagent/cni/daemon.sock"
-MAGIC = b"NACNI1\n"
 KEY = b'"daemonSocket"'
 
 
@@ -37,13 +38,7 @@ def forward(path: str, env: dict[str, str], stdin: bytes) -> tuple[int, bytes] |
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(path)
-        payload = [MAGIC]
-        for k, v in env.items():
-            if k.startswith("CNI_"):
-                payload.append(f"{k}={v}".encode() + b"\0")
-        payload.append(b"\0")
-        payload.append(stdin)
-        s.sendall(b"".join(payload))
+        s.sendall(encode_request(env, stdin))
         s.shutdown(socket.SHUT_WR)
         chunks = []
         while True:
