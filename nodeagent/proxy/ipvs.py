@@ -28,8 +28,8 @@ from typing import Protocol
 from nodeagent.proxy.backend import ProxyState, SyncResult
 from nodeagent.proxy.iptables import names as n
 from nodeagent.proxy.iptables.executor import Executor
-from nodeagent.proxy.iptables.proxier import MASQ_MARK, MASQUERADE_RULES, cleanup_iptables, ips_in
-from nodeagent.proxy.model import Endpoint, ServicePort, categorize
+from nodeagent.proxy.iptables.proxier import MASQUERADE_RULES, cleanup_iptables
+from nodeagent.proxy.model import MASQ_MARK, Endpoint, ServicePort, categorize, ips_in
 
 log = logging.getLogger(__name__)
 

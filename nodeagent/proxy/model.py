@@ -16,6 +16,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+MASQ_MARK = "0x4000"  # upstream's --masquerade-bit 14: every mode marks packets to masquerade with it
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds; core/v1 defaults sessionAffinityConfig.clientIP.timeoutSeconds
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
@@ -109,6 +110,20 @@ def _is_ipv4(ip: str) -> bool:
         return isinstance(ipaddress.ip_address(ip), ipaddress.IPv4Address)
     except ValueError:
         return False
+
+
+def ips_in(cidrs: tuple[str, ...], ips: tuple[str, ...]) -> tuple[str, ...]:
+    """The IPs (in their order) inside any of the CIDRs; an unparsable IP is in none."""
+    nets = [ipaddress.ip_network(c) for c in cidrs]
+    out = []
+    for ip in ips:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        if any(addr in net for net in nets):
+            out.append(ip)
+    return tuple(out)
 
 
 def _cidr(text: str) -> str:

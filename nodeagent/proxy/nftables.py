@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import logging
 import re
 import socket
@@ -59,7 +58,7 @@ from functools import cache
 from nodeagent.proxy import nft_netlink
 from nodeagent.proxy.backend import ProxyState, SyncResult
 from nodeagent.proxy.loader import stream_to
-from nodeagent.proxy.model import Endpoint, ServicePort, ServicePortName, categorize
+from nodeagent.proxy.model import MASQ_MARK, Endpoint, ServicePort, ServicePortName, categorize, ips_in
 from nodeagent.proxy.nft_slots import SHARDS as SLOT_SHARDS
 from nodeagent.proxy.nft_slots import SPAN, SlotAllocator, intervals
 
@@ -68,7 +67,6 @@ log = logging.getLogger(__name__)
 TABLE = "kube-proxy"
 FAMILY = "ip"
 T = f"{FAMILY} {TABLE}"
-MASQ_MARK = "0x4000"
 # per-service chains and sets: prefix, an 8-char base32 hash, then the readable name
 SERVICE_CHAIN_RE = re.compile(r"^(service|local|external|endpoint|firewall)-[A-Z2-7]{8}-")
 
@@ -259,8 +257,7 @@ def render_service(sp: ServicePort, endpoints: tuple[Endpoint, ...], cluster_cid
         # The node itself counts as inside when a range holds one of its IPs: its packets to the
         # LB IP leave from the LB IP when the node holds it (upstream's allowFromNode)
         allowed = list(sp.load_balancer_source_ranges)
-        nets = [ipaddress.ip_network(c) for c in allowed]
-        if any(ipaddress.ip_address(ip) in n for ip in node_ips for n in nets):
+        if ips_in(sp.load_balancer_source_ranges, node_ips):
             allowed += sp.load_balancer_ips
         fw = f"firewall-{base}"
         r.chains[fw] = [f"ip saddr != {{ {', '.join(allowed)} }} drop"]

@@ -27,7 +27,6 @@ split into several restores (split_full_sync: iptables-nft-restore is quadratic 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,11 +35,10 @@ from typing import NamedTuple
 from nodeagent.proxy.backend import ProxyState, SyncResult
 from nodeagent.proxy.iptables import names as n
 from nodeagent.proxy.iptables.executor import Executor, chains_in_save
-from nodeagent.proxy.model import Endpoint, ServicePort, ServicePortName, categorize
+from nodeagent.proxy.model import MASQ_MARK, Endpoint, ServicePort, ServicePortName, categorize, ips_in
 
 log = logging.getLogger(__name__)
 
-MASQ_MARK = "0x4000"
 # KUBE-POSTROUTING masquerades what KUBE-MARK-MASQ marked (and clears the mark: a packet
 # re-traversing the stack must not be masqueraded twice); IPVS mode writes the same rules
 MASQUERADE_RULES = [
@@ -126,18 +124,6 @@ def nodeport_destinations(nodeport_addresses: tuple[str, ...]) -> tuple[str, ...
     return tuple(f"-d {cidr} -m addrtype --dst-type LOCAL" for cidr in nodeport_addresses)
 
 
-def ips_in(cidrs: tuple[str, ...], ips: tuple[str, ...]) -> tuple[str, ...]:
-    """The IPs (in their order) inside any of the CIDRs; an unparsable IP is in none."""
-    nets = [ipaddress.ip_network(c) for c in cidrs]
-    out = []
-    for ip in ips:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            continue
-        if any(addr in net for net in nets):
-            out.append(ip)
-    return tuple(out)
 
 
 def _endpoint_jumps(chain: str, sp: ServicePort, eps: list[Endpoint], out: list[str], large: bool) -> None:
