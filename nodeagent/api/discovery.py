@@ -29,24 +29,21 @@ _SUB_VERBS = {
 }
 
 
+# the group, version and kind a subresource takes or returns (status and the like: the resource's own)
+_SUB_KINDS: dict[str, tuple[str, str, str]] = {
+    "scale": ("autoscaling", "v1", "Scale"),
+    "binding": ("", "v1", "Binding"),
+    "eviction": ("policy", "v1", "Eviction"),
+    "exec": ("", "v1", "PodExecOptions"),
+    "attach": ("", "v1", "PodAttachOptions"),
+    "portforward": ("", "v1", "PodPortForwardOptions"),
+    "log": ("", "v1", "Pod"),
+    "proxy": ("", "v1", "NodeProxyOptions"),
+}
+
+
 def _sub_kind(kind: Kind, sub: str) -> tuple[str, str, str]:
-    if sub == "scale":
-        return "autoscaling", "v1", "Scale"
-    if sub == "binding":
-        return "", "v1", "Binding"
-    if sub == "eviction":
-        return "policy", "v1", "Eviction"
-    if sub in ("exec",):
-        return "", "v1", "PodExecOptions"
-    if sub == "attach":
-        return "", "v1", "PodAttachOptions"
-    if sub == "portforward":
-        return "", "v1", "PodPortForwardOptions"
-    if sub == "log":
-        return "", "v1", "Pod"
-    if sub == "proxy":
-        return "", "v1", "NodeProxyOptions"
-    return kind.group, kind.version, kind.kind
+    return _SUB_KINDS.get(sub, (kind.group, kind.version, kind.kind))
 
 
 def served_kinds() -> list[Kind]:
