@@ -63,13 +63,23 @@ def sync(topo: Topology, p: Proxier) -> None:
     assert topo.in_node(p.sync_once), "sync failed; see the log"
 
 
-@pytest.mark.parametrize("mode", ["iptables", "iptables-nft", "nftables"])
-def test_cluster_ip_spreads_uniformly_and_nodeport_and_hairpin(topo: Topology, mode: str) -> None:
-    p = make_proxier(mode)
-    svc, eps = web_objects(topo)
+def feed(p: Proxier, svc: dict, eps: dict) -> None:  # type: ignore[type-arg]
     p.on_service(None, svc)
     p.on_endpoint_slice(eps)
+
+
+def web_proxier(topo: Topology, mode: str, ips: list[str] | None = None) -> tuple[Proxier, dict, dict]:  # type: ignore[type-arg]
+    """A proxier of `mode` that has synced the web Service (backends `ips`, default every pod)."""
+    p = make_proxier(mode)
+    svc, eps = web_objects(topo, ips)
+    feed(p, svc, eps)
     sync(topo, p)
+    return p, svc, eps
+
+
+@pytest.mark.parametrize("mode", ["iptables", "iptables-nft", "nftables"])
+def test_cluster_ip_spreads_uniformly_and_nodeport_and_hairpin(topo: Topology, mode: str) -> None:
+    p, svc, eps = web_proxier(topo, mode)
 
     # from a client routed through the node: every backend, close to uniform
     counts = connect_many(topo.client, CLUSTER_IP, 80, 600)
@@ -88,11 +98,7 @@ def test_cluster_ip_spreads_uniformly_and_nodeport_and_hairpin(topo: Topology, m
 
 @pytest.mark.parametrize("mode", ["iptables", "iptables-nft", "nftables"])
 def test_removed_endpoint_gets_no_new_connections(topo: Topology, mode: str) -> None:
-    p = make_proxier(mode)
-    svc, eps = web_objects(topo)
-    p.on_service(None, svc)
-    p.on_endpoint_slice(eps)
-    sync(topo, p)
+    p, svc, eps = web_proxier(topo, mode)
     assert set(connect_many(topo.client, CLUSTER_IP, 80, 60)) == set(topo.pods)
     _, fewer = web_objects(topo, topo.pod_ips[:2])
     p.on_endpoint_slice(fewer)
@@ -112,11 +118,7 @@ def test_restarted_proxy_keeps_connections_and_rules(topo: Topology, mode: str) 
 
     from nodeagent.netns import run_in_netns
 
-    p = make_proxier(mode)
-    svc, eps = web_objects(topo)
-    p.on_service(None, svc)
-    p.on_endpoint_slice(eps)
-    sync(topo, p)
+    p, svc, eps = web_proxier(topo, mode)
     before = saved_rules(topo, mode)
 
     conn = run_in_netns(topo.client, socket.create_connection, (CLUSTER_IP, 80), 3)
@@ -126,8 +128,7 @@ def test_restarted_proxy_keeps_connections_and_rules(topo: Topology, mode: str) 
         assert first in topo.pods
         # a new proxy process: fresh state, a full sync of the same objects
         p2 = make_proxier(mode)
-        p2.on_service(None, svc)
-        p2.on_endpoint_slice(eps)
+        feed(p2, svc, eps)
         sync(topo, p2)
         after = saved_rules(topo, mode)
         assert after == before
@@ -139,11 +140,7 @@ def test_restarted_proxy_keeps_connections_and_rules(topo: Topology, mode: str) 
 
 
 def test_udp_conntrack_entries_cleared_when_endpoint_goes(topo: Topology) -> None:
-    p = make_proxier("iptables")
-    svc, eps = web_objects(topo, topo.pod_ips[:1])
-    p.on_service(None, svc)
-    p.on_endpoint_slice(eps)
-    sync(topo, p)
+    p, _, _ = web_proxier(topo, "iptables", topo.pod_ips[:1])
     # same source port each time: without cleanup the old conntrack entry keeps the dead backend
     assert udp_ask(topo.client, CLUSTER_IP, 53, src_port=40001) == topo.pods[0]
     _, moved = web_objects(topo, topo.pod_ips[1:2])
@@ -159,8 +156,7 @@ def test_nft_backend_writes_only_nf_tables_and_cleanup_removes_both(topo: Topolo
 
     p = make_proxier("iptables-nft")
     svc, eps = web_objects(topo)
-    p.on_service(None, svc)
-    p.on_endpoint_slice(eps)
+    feed(p, svc, eps)
     # enough other Services that the full sync is split into several restores
     for i in range(100):
         p.on_service(None, service(f"filler-{i:03d}", f"10.96.2.{i + 1}"))
@@ -178,8 +174,7 @@ def test_nft_backend_writes_only_nf_tables_and_cleanup_removes_both(topo: Topolo
     sync(topo, p)
     assert topo_mod.iptables_save(topo.node, "nft").count("DNAT --to-destination 10.244.1.") == 4  # 2 ports x 2
     legacy = make_proxier("iptables")
-    legacy.on_service(None, svc)
-    legacy.on_endpoint_slice(eps)
+    feed(legacy, svc, eps)
     sync(topo, legacy)
     assert "-A KUBE-SERVICES" in topo_mod.iptables_save(topo.node, "legacy")
     assert topo.in_node(cleanup_all) == []
