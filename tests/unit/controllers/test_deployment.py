@@ -47,6 +47,13 @@ def get_d(env: Env, name: str = "web") -> dict[str, Any]:
     return next(d for d in env.objects(DEPLOYMENTS) if d["metadata"]["name"] == name)
 
 
+async def set_image(env: Env, image: str) -> None:
+    """kubectl set image: the template's (first) container image changes."""
+    d = get_d(env)
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    await env.client.update(DEPLOYMENTS, d)
+
+
 def rss(env: Env) -> dict[str, dict[str, Any]]:
     return {r["metadata"]["name"]: r for r in env.objects(REPLICASETS)}
 
@@ -140,9 +147,7 @@ async def test_recreate_scales_old_to_zero_before_new(env: Env) -> None:
     await env.settle()
     await mark_ready(env)
     await env.settle()
-    d = get_d(env)
-    d["spec"]["template"]["spec"]["containers"][0]["image"] = "nodeagent.local/toolbox:2"
-    await env.client.update(DEPLOYMENTS, d)
+    await set_image(env, "nodeagent.local/toolbox:2")
     await env.settle()
     sets = rss(env)
     # old pods are deleted and there is no new set while any old pod remains (FakeClient deletes
@@ -162,9 +167,7 @@ async def test_revision_history_limit(env: Env) -> None:
     await env.client.create(DEPLOYMENTS, deployment(replicas=1, revisionHistoryLimit=1))
     for tag in ("2", "3", "4"):
         await roll(env, max_total=2, min_available=0)
-        d = get_d(env)
-        d["spec"]["template"]["spec"]["containers"][0]["image"] = f"nodeagent.local/toolbox:{tag}"
-        await env.client.update(DEPLOYMENTS, d)
+        await set_image(env, f"nodeagent.local/toolbox:{tag}")
     await roll(env, max_total=2, min_available=0)
     await env.settle()
     revisions = sorted(int(r["metadata"]["annotations"][REVISION]) for r in env.objects(REPLICASETS))
@@ -206,9 +209,7 @@ async def test_scaling_in_the_middle_of_a_rollout_is_proportional(env: Env) -> N
     await env.settle()
     await mark_ready(env)
     await env.settle()
-    d = get_d(env)
-    d["spec"]["template"]["spec"]["containers"][0]["image"] = "nodeagent.local/toolbox:2"
-    await env.client.update(DEPLOYMENTS, d)
+    await set_image(env, "nodeagent.local/toolbox:2")
     await env.settle()  # new pods are not ready: the rollout stalls part way
     before = {r["metadata"]["annotations"][REVISION]: r["spec"]["replicas"] for r in env.objects(REPLICASETS)}
     assert sum(before.values()) == 13 and before["2"] > 0 and before["1"] > 0
