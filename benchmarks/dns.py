@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dnslib import DNSRecord  # noqa: E402
 
-from nodeagent.api.kinds import SERVICES  # noqa: E402
 from nodeagent.client import Client, ClientConfig  # noqa: E402
+from nodeagent.machinery.kinds import SERVICES  # noqa: E402
 from nodeagent.netns import run_in_netns  # noqa: E402
 from tests.helpers.apiserver import start_apiserver  # noqa: E402
 from tests.helpers.dns_client import query_sync  # noqa: E402

@@ -31,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nodeagent.api.kinds import NODES, PODS  # noqa: E402
 from nodeagent.client import Client, ClientConfig, NotFound  # noqa: E402
+from nodeagent.machinery.kinds import NODES, PODS  # noqa: E402
 from tests.helpers.kubelet_node import KubeletNode, start_kubelet_node, stop_kubelet_node  # noqa: E402
 
 UPSTREAM_SLO_P99 = 5.0

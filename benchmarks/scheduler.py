@@ -29,12 +29,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nodeagent.api.kinds import EVENTS, NAMESPACES, NODES, PODS  # noqa: E402
 from nodeagent.client import Client, ClientConfig  # noqa: E402
 from nodeagent.controllers.base import Options  # noqa: E402
 from nodeagent.controllers.manager import ControllerManager  # noqa: E402
 from nodeagent.controllers.scheduler import Scheduler  # noqa: E402
 from nodeagent.controllers.scheduling import pod_info  # noqa: E402
+from nodeagent.machinery.kinds import EVENTS, NAMESPACES, NODES, PODS  # noqa: E402
 from tests.helpers.apiserver import start_apiserver  # noqa: E402
 
 CONCURRENCY = 16

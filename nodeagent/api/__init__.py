@@ -9,11 +9,11 @@ Modules, from the wire inwards:
   kubelet_proxy.py  pods/log, pods/exec, pods/attach and pods/portforward forwarded to the pod's kubelet
   registry.py       object semantics: defaulting/validation (defaults.py, validation.py), status,
                     scale and binding subresources, graceful deletion, finalizers, list and watch
-  patch.py          merge, strategic merge and JSON patch; apply.py: server-side apply (simplified)
-  selectors.py      label and field selectors
+  apply.py          server-side apply (simplified)
   allocators.py     ClusterIP and NodePort allocation
   store.py          the Store protocol; sqlite_store.py: the default kine-like SQLite back end
   pki.py, tokens.py, kubeconfig.py, metrics.py, gcpolicy.py, errors.py
 
-Only kinds.py may be imported by other packages (the shared client); keep this file import-free.
+Kinds, quantities, selectors and patches live in nodeagent.machinery, shared with the components;
+no component imports this package (cli.py and tests excepted). Keep this file import-free.
 """

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nodeagent.api.patch import list_strategy, strategic_merge
+from nodeagent.machinery.patch import list_strategy, strategic_merge
 
 Path = tuple[str, ...]
 _SKIP_TOP = {"apiVersion", "kind", "status"}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nodeagent.api.quantity import parse_quantity
 from nodeagent.api.validation import Cause, dns1123_label_errors
+from nodeagent.machinery.quantity import parse_quantity
 
 Obj = dict[str, Any]
 
@@ -268,7 +268,7 @@ def _validate_selector(spec: Obj, path: str) -> list[Cause]:
     if not isinstance(sel, dict) or not (sel.get("matchLabels") or sel.get("matchExpressions")):
         return [(f"{path}.selector", "FieldValueRequired", "Required value")]
     labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-    from nodeagent.api.selectors import SelectorError, match_label_selector_object
+    from nodeagent.machinery.selectors import SelectorError, match_label_selector_object
     try:
         ok = match_label_selector_object(sel, labels)
     except SelectorError as e:

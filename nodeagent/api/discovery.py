@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeagent.api import kinds
-from nodeagent.api.kinds import Kind
+from nodeagent.machinery import kinds
+from nodeagent.machinery.kinds import Kind
 
 AGGREGATED_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 

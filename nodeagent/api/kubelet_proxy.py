@@ -33,10 +33,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from nodeagent.api import errors, kinds
+from nodeagent.api import errors
 from nodeagent.api.errors import ApiError
-from nodeagent.api.kinds import Kind
 from nodeagent.httpsplice import splice_upgrade
+from nodeagent.machinery import kinds
+from nodeagent.machinery.kinds import Kind
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import hashlib
 import json
 from typing import Any
 
-from nodeagent.api import discovery, kinds
+from nodeagent.api import discovery
+from nodeagent.machinery import kinds
 
 
 def _gv_path(group: str, version: str) -> str:

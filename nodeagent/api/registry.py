@@ -21,17 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeagent.api import defaults, errors, kinds
+from nodeagent.api import defaults, errors
 from nodeagent.api.allocators import AllocationError, ClusterIPAllocator, NodePortAllocator
-from nodeagent.api.kinds import Kind
-from nodeagent.api.patch import PatchError, json_patch, merge_patch, strategic_merge
-from nodeagent.api.selectors import (
-    FieldRequirement,
-    Requirement,
-    fields_match,
-    labels_match,
-    selector_from_match_labels,
-)
 from nodeagent.api.store import (
     Entry,
     Event,
@@ -52,6 +43,16 @@ from nodeagent.api.validation import (
     needs_health_check,
     validate_metadata,
     validate_service_external_traffic,
+)
+from nodeagent.machinery import kinds
+from nodeagent.machinery.kinds import Kind
+from nodeagent.machinery.patch import PatchError, json_patch, merge_patch, strategic_merge
+from nodeagent.machinery.selectors import (
+    FieldRequirement,
+    Requirement,
+    fields_match,
+    labels_match,
+    selector_from_match_labels,
 )
 
 log = logging.getLogger(__name__)

@@ -21,16 +21,17 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from nodeagent.api import authz, discovery, errors, kinds, tables
+from nodeagent.api import authz, discovery, errors, tables
 from nodeagent.api.errors import ApiError
-from nodeagent.api.kinds import Kind
 from nodeagent.api.metrics import Metrics
 from nodeagent.api.pki import ensure_pki
 from nodeagent.api.registry import DeleteOptions, ListOptions, Registry, WatchEvent, resource_key
 from nodeagent.api.requestinfo import RequestInfo, parse
-from nodeagent.api.selectors import SelectorError, parse_field_selector, parse_label_selector
 from nodeagent.api.sqlite_store import SqliteStore
 from nodeagent.api.tokens import APISERVER_USER, TokenAuthenticator, UserInfo, ensure_admin_tokens
+from nodeagent.machinery import kinds
+from nodeagent.machinery.kinds import Kind
+from nodeagent.machinery.selectors import SelectorError, parse_field_selector, parse_label_selector
 
 log = logging.getLogger(__name__)
 
@@ -605,7 +606,7 @@ class ApiServer:
         if patch_type != "json" and not isinstance(body, dict):
             raise errors.bad_request("a merge patch must be a JSON object")
         if info.subresource == "scale":
-            from nodeagent.api.patch import PatchError, json_patch, merge_patch, strategic_merge
+            from nodeagent.machinery.patch import PatchError, json_patch, merge_patch, strategic_merge
 
             def change(scale: dict[str, Any]) -> dict[str, Any]:
                 try:

@@ -10,9 +10,9 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
-from nodeagent.api import kinds
-from nodeagent.api.kinds import Kind
-from nodeagent.api.selectors import selector_from_match_labels
+from nodeagent.machinery import kinds
+from nodeagent.machinery.kinds import Kind
+from nodeagent.machinery.selectors import selector_from_match_labels
 
 Obj = dict[str, Any]
 Column = tuple[str, str, int]  # name, type, priority

@@ -11,8 +11,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from nodeagent.api.kinds import EVENTS, Kind
 from nodeagent.client.errors import ApiError, NotFound
+from nodeagent.machinery.kinds import EVENTS, Kind
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeagent.api.kinds import KINDS, NAMESPACES, PODS, Kind
-from nodeagent.api.patch import PatchError, json_patch, merge_patch, strategic_merge
 from nodeagent.client.errors import (
     AlreadyExists,
     ApiError,
@@ -32,6 +30,8 @@ from nodeagent.client.errors import (
 from nodeagent.client.events import now_rfc3339
 from nodeagent.client.rest import WatchEvent
 from nodeagent.client.selectors import field_matcher, labels_match, parse_label_selector
+from nodeagent.machinery.kinds import KINDS, NAMESPACES, PODS, Kind
+from nodeagent.machinery.patch import PatchError, json_patch, merge_patch, strategic_merge
 
 Obj = dict[str, Any]
 

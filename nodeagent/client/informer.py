@@ -15,8 +15,8 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from nodeagent.api.kinds import Kind
 from nodeagent.client.errors import ApiError, Expired
+from nodeagent.machinery.kinds import Kind
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The REST client every component uses: typed paths from nodeagent.api.kinds, JSON bodies,
+"""The REST client every component uses: typed paths from nodeagent.machinery.kinds, JSON bodies,
 errors as ApiError subclasses, and watch streams as async iterators."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 
-from nodeagent.api.kinds import Kind
 from nodeagent.client.config import ClientConfig
 from nodeagent.client.errors import ApiError, Expired, error_from_status
+from nodeagent.machinery.kinds import Kind
 
 log = logging.getLogger(__name__)
 

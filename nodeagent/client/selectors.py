@@ -1,20 +1,20 @@
 """Label and field selectors for client-side matching (components filtering a cache by a Service's
 or ReplicaSet's selector, and the fake client). The grammar is the apiserver's own
-(nodeagent.api.selectors, part of the API's object types), so both sides agree on every selector."""
+(nodeagent.machinery.selectors, part of the API's object types), so both sides agree on every selector."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from nodeagent.api.kinds import Kind
-from nodeagent.api.selectors import (
+from nodeagent.machinery.kinds import Kind
+from nodeagent.machinery.selectors import (
     Requirement,
     SelectorError,
     fields_match,
     parse_label_selector,
 )
-from nodeagent.api.selectors import parse_field_selector as _parse_fields
+from nodeagent.machinery.selectors import parse_field_selector as _parse_fields
 
 _OPS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
 

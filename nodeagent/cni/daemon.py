@@ -192,10 +192,10 @@ async def run_daemon(cfg: DaemonConfig, stop: asyncio.Event | None = None) -> in
     watcher: Any = None
     try:
         if cfg.kubeconfig:
-            from nodeagent.api.kinds import NODES
             from nodeagent.client import Client, ClientConfig, Informer
             from nodeagent.cni.routes import RouteSyncer
             from nodeagent.cni.routewatch import RouteWatcher
+            from nodeagent.machinery.kinds import NODES
 
             client = Client(ClientConfig.from_kubeconfig(cfg.kubeconfig))
             await client.__aenter__()

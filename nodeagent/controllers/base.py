@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeagent.api.kinds import Kind
 from nodeagent.client.errors import Conflict, NotFound
 from nodeagent.client.events import EventRecorder
 from nodeagent.client.informer import Informer
@@ -22,6 +21,7 @@ from nodeagent.clock import Clock, RealClock
 from nodeagent.controllers.expectations import Expectations
 from nodeagent.controllers.metrics import Metrics
 from nodeagent.controllers.objects import controller_ref, is_deleting, namespace_of, uid_of
+from nodeagent.machinery.kinds import Kind
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class PodOwnerController(Controller):
         self.expectations = Expectations(ctx.clock)
 
     def watch_owned_pods(self) -> Informer:
-        from nodeagent.api.kinds import PODS
+        from nodeagent.machinery.kinds import PODS
 
         pods = self.ctx.informers.get(PODS)
         pods.add_handlers(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)

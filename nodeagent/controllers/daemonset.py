@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nodeagent.api.kinds import CONTROLLERREVISIONS, DAEMONSETS, NODES, PODS
 from nodeagent.client.errors import AlreadyExists, NotFound
 from nodeagent.controllers.base import Context, PodOwnerController
 from nodeagent.controllers.objects import (
@@ -34,6 +33,7 @@ from nodeagent.controllers.replicaset import claim, pod_from_template
 from nodeagent.controllers.rollout import scaled_value, template_hash
 from nodeagent.controllers.scheduling import fits_affinity, pod_info
 from nodeagent.controllers.taints import node_taints, untolerated
+from nodeagent.machinery.kinds import CONTROLLERREVISIONS, DAEMONSETS, NODES, PODS
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nodeagent.api.kinds import DEPLOYMENTS, PODS, REPLICASETS
 from nodeagent.client.errors import AlreadyExists, NotFound
 from nodeagent.controllers.base import Context, Controller
 from nodeagent.controllers.objects import (
@@ -61,6 +60,7 @@ from nodeagent.controllers.rollout import (
     sum_status,
     template_hash,
 )
+from nodeagent.machinery.kinds import DEPLOYMENTS, PODS, REPLICASETS
 
 log = logging.getLogger(__name__)
 

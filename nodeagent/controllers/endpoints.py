@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeagent.api.kinds import ENDPOINTS, PODS, SERVICES
 from nodeagent.client.errors import AlreadyExists, NotFound
 from nodeagent.controllers.base import Context, Controller
 from nodeagent.controllers.endpoints_common import (
@@ -25,6 +24,7 @@ from nodeagent.controllers.endpoints_common import (
     target_ref,
 )
 from nodeagent.controllers.objects import deep, is_pod_ready, labels_of, name_of, namespace_of
+from nodeagent.machinery.kinds import ENDPOINTS, PODS, SERVICES
 
 Obj = dict[str, Any]
 MANAGED_BY_LABEL = "endpoints.kubernetes.io/managed-by"

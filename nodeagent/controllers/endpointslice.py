@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nodeagent.api.kinds import ENDPOINTSLICES, NODES, PODS, SERVICES
 from nodeagent.client.errors import NotFound
 from nodeagent.controllers.base import Context, Controller
 from nodeagent.controllers.endpoints_common import (
@@ -40,6 +39,7 @@ from nodeagent.controllers.objects import (
     owner_reference,
     random_suffix,
 )
+from nodeagent.machinery.kinds import ENDPOINTSLICES, NODES, PODS, SERVICES
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nodeagent.api.kinds import (
+from nodeagent.client.errors import ApiError, NotFound
+from nodeagent.client.informer import Informer
+from nodeagent.controllers.base import Context, Controller
+from nodeagent.controllers.objects import deep, is_deleting, meta, name_of, namespace_of, uid_of
+from nodeagent.machinery.kinds import (
     CONFIGMAPS,
     CONTROLLERREVISIONS,
     DAEMONSETS,
@@ -27,10 +31,6 @@ from nodeagent.api.kinds import (
     Kind,
     by_kind,
 )
-from nodeagent.client.errors import ApiError, NotFound
-from nodeagent.client.informer import Informer
-from nodeagent.controllers.base import Context, Controller
-from nodeagent.controllers.objects import deep, is_deleting, meta, name_of, namespace_of, uid_of
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeagent.api.kinds import JOBS, PODS
 from nodeagent.client.errors import NotFound
 from nodeagent.controllers.base import Context, PodOwnerController
 from nodeagent.controllers.objects import (
@@ -31,6 +30,7 @@ from nodeagent.controllers.objects import (
     uid_of,
 )
 from nodeagent.controllers.replicaset import pod_from_template
+from nodeagent.machinery.kinds import JOBS, PODS
 
 Obj = dict[str, Any]
 BACKOFF_BASE = 10.0  # DefaultJobPodFailureBackOff

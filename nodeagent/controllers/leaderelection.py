@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from nodeagent.api.kinds import LEASES
 from nodeagent.client.errors import AlreadyExists, ApiError, Conflict, NotFound
 from nodeagent.clock import Clock, RealClock
 from nodeagent.controllers.objects import deep, micro_time
+from nodeagent.machinery.kinds import LEASES
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import ipaddress
 import logging
 from typing import Any
 
-from nodeagent.api.kinds import NODES
 from nodeagent.controllers.base import Context, Controller
 from nodeagent.controllers.objects import name_of
+from nodeagent.machinery.kinds import NODES
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import asyncio
 import logging
 from typing import Any
 
-from nodeagent.api.kinds import LEASES, NODES, PODS
 from nodeagent.client.errors import ApiError, NotFound
 from nodeagent.controllers.base import Context, Controller
 from nodeagent.controllers.objects import (
@@ -36,6 +35,7 @@ from nodeagent.controllers.taints import (
     matching_tolerations,
     pod_tolerations,
 )
+from nodeagent.machinery.kinds import LEASES, NODES, PODS
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from nodeagent.api.kinds import Kind
 from nodeagent.client.selectors import Requirement, labels_match, selector_from_dict
+from nodeagent.machinery.kinds import Kind
 
 Obj = dict[str, Any]
 

@@ -9,10 +9,10 @@ import asyncio
 import logging
 from typing import Any
 
-from nodeagent.api.kinds import NODES, PODS
 from nodeagent.client.errors import ApiError, NotFound
 from nodeagent.controllers.base import Context, Controller
 from nodeagent.controllers.objects import name_of, namespace_of
+from nodeagent.machinery.kinds import NODES, PODS
 
 log = logging.getLogger(__name__)
 

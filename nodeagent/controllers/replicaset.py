@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nodeagent.api.kinds import PODS, REPLICASETS
 from nodeagent.client.errors import AlreadyExists, ApiError, NotFound
 from nodeagent.controllers.base import Context, PodOwnerController
 from nodeagent.controllers.objects import (
@@ -35,6 +34,7 @@ from nodeagent.controllers.objects import (
     split_key,
     uid_of,
 )
+from nodeagent.machinery.kinds import PODS, REPLICASETS
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ import logging
 import random
 from typing import Any
 
-from nodeagent.api.kinds import NODES, PODS
 from nodeagent.client.errors import ApiError, Conflict, NotFound
 from nodeagent.controllers.base import Context, Controller
 from nodeagent.controllers.objects import deep, is_pod_terminal, key_of, meta, name_of, namespace_of, rfc3339
@@ -27,6 +26,7 @@ from nodeagent.controllers.scheduling import (
     pod_info,
     score_nodes,
 )
+from nodeagent.machinery.kinds import NODES, PODS
 
 log = logging.getLogger(__name__)
 

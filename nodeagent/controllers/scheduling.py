@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeagent.api.quantity import resource_value
 from nodeagent.controllers.objects import controller_ref, key_of, labels_of, meta, name_of
 from nodeagent.controllers.taints import TAINT_UNSCHEDULABLE, node_taints, tolerates, untolerated
+from nodeagent.machinery.quantity import resource_value
 
 Obj = dict[str, Any]
 

@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from nodeagent.api.kinds import ENDPOINTSLICES, SERVICES
 from nodeagent.client import Informer
 from nodeagent.dns.index import ClusterIndex
 from nodeagent.dns.metrics import Metrics, serve_http
@@ -20,6 +19,7 @@ from nodeagent.dns.register import Registrar, Registration, remove_slice
 from nodeagent.dns.resolver import Resolver
 from nodeagent.dns.server import DnsHandler, DnsServer
 from nodeagent.dns.upstream import Upstream, parse_upstream
+from nodeagent.machinery.kinds import ENDPOINTSLICES, SERVICES
 
 log = logging.getLogger(__name__)
 

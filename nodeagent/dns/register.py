@@ -20,9 +20,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from nodeagent.api.kinds import ENDPOINTSLICES, NAMESPACES, SERVICES
 from nodeagent.client import AlreadyExists, ApiError, Conflict, NotFound
 from nodeagent.dns.index import SERVICE_NAME_LABEL, dashed
+from nodeagent.machinery.kinds import ENDPOINTSLICES, NAMESPACES, SERVICES
 
 log = logging.getLogger(__name__)
 

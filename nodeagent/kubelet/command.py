@@ -42,9 +42,9 @@ def register(subparsers: Any) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
-    from nodeagent.api.quantity import parse_quantity
     from nodeagent.kubelet.app import run_kubelet
     from nodeagent.kubelet.config import KubeletConfig
+    from nodeagent.machinery.quantity import parse_quantity
 
     cfg = KubeletConfig(
         node_name=args.node_name, data_dir=args.data_dir, node_ip=args.node_ip, pod_cidr=args.pod_cidr,

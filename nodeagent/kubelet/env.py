@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nodeagent.api.quantity import parse_quantity
+from nodeagent.machinery.quantity import parse_quantity
 
 # (kind "configmap"|"secret", namespace, name) -> the object, or None when it does not exist
 ObjectGetter = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]

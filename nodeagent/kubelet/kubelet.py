@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeagent.api.kinds import CONFIGMAPS, PODS, SECRETS, SERVICES
 from nodeagent.clock import Clock, RealClock
 from nodeagent.kubelet import probes as probes_mod
 from nodeagent.kubelet.actions import PodActions, compute_pod_actions
@@ -43,6 +42,7 @@ from nodeagent.kubelet.volumes import (
     setup_volumes,
     termination_message_mount,
 )
+from nodeagent.machinery.kinds import CONFIGMAPS, PODS, SECRETS, SERVICES
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import psutil
 
-from nodeagent.api.kinds import LEASES, NODES
 from nodeagent.clock import Clock
 from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.machinery.kinds import LEASES, NODES
 
 log = logging.getLogger(__name__)
 

@@ -223,8 +223,8 @@ async def main(args: argparse.Namespace) -> int:
             log.error("proxy: --kubeconfig is required (or use --cleanup)")
         return 2
 
-    from nodeagent.api.kinds import ENDPOINTSLICES, NODES, SERVICES
     from nodeagent.client import Client, ClientConfig, EventRecorder, Informer
+    from nodeagent.machinery.kinds import ENDPOINTSLICES, NODES, SERVICES
     from nodeagent.proxy.conntrack import ConntrackCleaner
     from nodeagent.proxy.healthcheck import ServiceHealthServer
     from nodeagent.proxy.http import healthz_app, metrics_app, serve

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from nodeagent.api.quantity import int_value, milli_value
+from nodeagent.machinery.quantity import int_value, milli_value
 from nodeagent.runtime.cri import api_pb2 as pb
 
 # Labels and annotations the kubelet puts on sandboxes and containers (k8s.io/kubelet/pkg/types

@@ -15,8 +15,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from nodeagent.api.kinds import LEASES, NAMESPACES, NODES, PODS
 from nodeagent.client.errors import AlreadyExists, ApiError, Conflict, NotFound
+from nodeagent.machinery.kinds import LEASES, NAMESPACES, NODES, PODS
 
 log = logging.getLogger(__name__)
 

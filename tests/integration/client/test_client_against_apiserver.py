@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from nodeagent.api.kinds import EVENTS, NAMESPACES, PODS
 from nodeagent.client import AlreadyExists, Client, ClientConfig, Conflict, EventRecorder, Informer, NotFound
+from nodeagent.machinery.kinds import EVENTS, NAMESPACES, PODS
 from tests.helpers.apiserver import ApiServerProcess
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from nodeagent.api.kinds import NODES
 from nodeagent.client import Client, ClientConfig
+from nodeagent.machinery.kinds import NODES
 from tests.helpers.apiserver import ApiServerProcess
 from tests.helpers.cni_node import CniNode, connect_to_switch, ns_run
 from tests.helpers.dns_relay import NetnsRelay, kubeconfig_via

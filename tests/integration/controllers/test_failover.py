@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nodeagent.api.kinds import LEASES, NODES, PODS, REPLICASETS
 from nodeagent.client import Client, ClientConfig, NotFound
+from nodeagent.machinery.kinds import LEASES, NODES, PODS, REPLICASETS
 from tests.helpers.apiserver import ApiServerProcess
 from tests.helpers.controllers_kubelet import SimulatedKubelet
 from tests.helpers.controllers_process import eventually, http_get, start_controllers

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, RCODE
 
-from nodeagent.api.kinds import ENDPOINTSLICES, SERVICES
 from nodeagent.client import Client, ClientConfig, NotFound
+from nodeagent.machinery.kinds import ENDPOINTSLICES, SERVICES
 from nodeagent.netns import nsenter_argv, run_in_netns
 from tests.helpers.apiserver import ApiServerProcess
 from tests.helpers.dns_client import endpoint_slice, ep, query_sync, service

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from nodeagent.api.kinds import PODS
 from nodeagent.client import Client
+from nodeagent.machinery.kinds import PODS
 from tests.helpers.kubelet_node import KubeletNode, start_managed_kubelet_node, stop_kubelet_node, wait_until
 
 

@@ -7,8 +7,8 @@ import secrets
 import subprocess
 from typing import Any
 
-from nodeagent.api.kinds import NODES, PODS
 from nodeagent.client import Client, NotFound
+from nodeagent.machinery.kinds import NODES, PODS
 from tests.helpers.kubelet_node import KubeletNode, wait_until
 
 TOOLBOX = "nodeagent.local/toolbox:1"
@@ -55,7 +55,7 @@ async def test_node_registers_ready_with_lease_and_capacity(kn: KubeletNode, cli
     types = {c["type"] for c in st["conditions"]}
     assert types == {"Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"}
     assert node["spec"]["podCIDR"] == "10.199.0.0/24"
-    from nodeagent.api.kinds import LEASES
+    from nodeagent.machinery.kinds import LEASES
     lease = await wait_until(lambda: client.get(LEASES, kn.name, namespace="kube-node-lease"), what="lease", kn=kn)
     assert lease["spec"]["holderIdentity"] == kn.name and lease["spec"]["leaseDurationSeconds"] == 40
     first = lease["spec"]["renewTime"]
@@ -63,7 +63,7 @@ async def test_node_registers_ready_with_lease_and_capacity(kn: KubeletNode, cli
 
 
 async def _renewed(client: Client, name: str, first: str) -> bool:
-    from nodeagent.api.kinds import LEASES
+    from nodeagent.machinery.kinds import LEASES
     lease = await client.get(LEASES, name, namespace="kube-node-lease")
     return bool(lease["spec"]["renewTime"] != first)
 
@@ -95,7 +95,7 @@ async def _ready(client: Client, name: str) -> dict[str, Any] | None:
 
 
 async def _events(client: Client, pod_name: str) -> list[str]:
-    from nodeagent.api.kinds import EVENTS
+    from nodeagent.machinery.kinds import EVENTS
     evs = await client.list(EVENTS, namespace="default")
     return [e["reason"] for e in evs["items"] if e["involvedObject"]["name"] == pod_name]
 
@@ -354,7 +354,7 @@ async def test_graceful_delete_respects_grace_period(kn: KubeletNode, client: Cl
 async def test_init_container_configmap_volume_and_secret_env(kn: KubeletNode, client: Client) -> None:
     import base64
 
-    from nodeagent.api.kinds import CONFIGMAPS, SECRETS
+    from nodeagent.machinery.kinds import CONFIGMAPS, SECRETS
 
     tag = secrets.token_hex(3)
     await client.create(CONFIGMAPS, {"metadata": {"name": f"cfg-{tag}", "namespace": "default"},

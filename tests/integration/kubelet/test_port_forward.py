@@ -13,8 +13,8 @@ import socket
 import urllib.request
 from typing import Any
 
-from nodeagent.api.kinds import PODS
 from nodeagent.client import Client, NotFound
+from nodeagent.machinery.kinds import PODS
 from tests.helpers.api_kubectl import request
 from tests.helpers.kubelet_node import KubeletNode, delete_pod_now, node_token, wait_until
 

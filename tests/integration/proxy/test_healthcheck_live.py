@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from nodeagent.api.kinds import ENDPOINTSLICES, SERVICES
 from nodeagent.client import Client, ClientConfig
+from nodeagent.machinery.kinds import ENDPOINTSLICES, SERVICES
 from nodeagent.netns import arun_in_netns, nsenter_argv, run_in_netns
 from nodeagent.proxy.healthcheck import ServiceHealthServer
 from nodeagent.proxy.iptables.executor import make_executor

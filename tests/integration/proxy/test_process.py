@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.api.kinds import ENDPOINTSLICES, SERVICES
 from nodeagent.client import Client, ClientConfig
+from nodeagent.machinery.kinds import ENDPOINTSLICES, SERVICES
 from nodeagent.netns import nsenter_argv, run_in_netns
 from tests.helpers import proxy_topology as topo_mod
 from tests.helpers.apiserver import ApiServerProcess

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from nodeagent.api import kinds, protobuf
+from nodeagent.api import protobuf
 from nodeagent.api.allocators import AllocationError
 from nodeagent.api.errors import ApiError
 from nodeagent.api.registry import DeleteOptions, Registry
 from nodeagent.api.sqlite_store import SqliteStore
 from nodeagent.api.store import RevisionConflict
+from nodeagent.machinery import kinds
 
 RANGE = "30000-30004"  # five ports: small enough to run out on purpose
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from nodeagent.api.quantity import int_value, milli_value, parse_quantity, resource_value
+from nodeagent.machinery.quantity import int_value, milli_value, parse_quantity, resource_value
 
 
 def test_cpu_and_memory_units() -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from nodeagent.api import kinds
 from nodeagent.api.errors import ApiError
 from nodeagent.api.registry import DeleteOptions, ListOptions, Registry, WatchEvent, WatchSession
-from nodeagent.api.selectors import parse_field_selector, parse_label_selector
 from nodeagent.api.sqlite_store import SqliteStore
+from nodeagent.machinery import kinds
+from nodeagent.machinery.selectors import parse_field_selector, parse_label_selector
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@ import asyncio
 
 import pytest
 
-from nodeagent.api.kinds import PODS, SERVICES
 from nodeagent.client import AlreadyExists, Conflict, Expired, Informer, NotFound
 from nodeagent.client.fake import FakeClient
+from nodeagent.machinery.kinds import PODS, SERVICES
 
 
 def pod(name: str, **labels: str) -> dict:

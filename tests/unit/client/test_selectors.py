@@ -1,6 +1,5 @@
 import pytest
 
-from nodeagent.api.kinds import EVENTS, PODS
 from nodeagent.client.selectors import (
     SelectorError,
     field_matcher,
@@ -8,6 +7,7 @@ from nodeagent.client.selectors import (
     parse_label_selector,
     selector_from_dict,
 )
+from nodeagent.machinery.kinds import EVENTS, PODS
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from nodeagent.api.kinds import NODES
 from nodeagent.client import Informer
 from nodeagent.client.fake import FakeClient
 from nodeagent.cni.routes import HostGw, RouteSyncer, Vxlan, desired_routes, vtep_mac
+from nodeagent.machinery.kinds import NODES
 
 
 def node(name: str, cidr: str | None, ip: str | None) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from nodeagent.api.kinds import DEPLOYMENTS, PODS, REPLICASETS
 from nodeagent.controllers.deployment import DeploymentController
 from nodeagent.controllers.replicaset import ReplicaSetController
 from nodeagent.controllers.rollout import (
@@ -20,6 +19,7 @@ from nodeagent.controllers.rollout import (
     scaled_value,
     template_hash,
 )
+from nodeagent.machinery.kinds import DEPLOYMENTS, PODS, REPLICASETS
 from tests.helpers.controllers_env import Env, mark_ready
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from nodeagent.api.kinds import ENDPOINTS, ENDPOINTSLICES, PODS, SERVICES
 from nodeagent.controllers.endpoints import EndpointsController
 from nodeagent.controllers.endpointslice import MANAGED_BY, EndpointSliceController
+from nodeagent.machinery.kinds import ENDPOINTS, ENDPOINTSLICES, PODS, SERVICES
 from tests.helpers.controllers_env import Env, pod
 
 

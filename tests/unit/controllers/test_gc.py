@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from nodeagent.api.kinds import CONFIGMAPS, DEPLOYMENTS, PODS, REPLICASETS
 from nodeagent.controllers.garbagecollector import GarbageCollector
+from nodeagent.machinery.kinds import CONFIGMAPS, DEPLOYMENTS, PODS, REPLICASETS
 from tests.helpers.controllers_env import Env, pod
 
 

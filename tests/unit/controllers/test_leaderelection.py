@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from nodeagent.api.kinds import LEASES
 from nodeagent.client.errors import Conflict
 from nodeagent.client.fake import FakeClient
 from nodeagent.clock import FakeClock
 from nodeagent.controllers.leaderelection import LeaderElectionConfig, LeaderElector
+from nodeagent.machinery.kinds import LEASES
 
 
 def elector(client: FakeClient, clock: FakeClock, identity: str) -> LeaderElector:

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nodeagent.api.kinds import LEASES, NODES, PODS
 from nodeagent.controllers.base import Options
 from nodeagent.controllers.nodeipam import CIDRSet, NodeIpamController
 from nodeagent.controllers.nodelifecycle import NodeLifecycleController, eviction_deadline
+from nodeagent.machinery.kinds import LEASES, NODES, PODS
 from tests.helpers.controllers_env import Env, node, pod
 
 

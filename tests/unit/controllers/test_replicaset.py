@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from nodeagent.api.kinds import PODS, REPLICASETS
 from nodeagent.controllers.objects import controller_ref
 from nodeagent.controllers.replicaset import ReplicaSetController
+from nodeagent.machinery.kinds import PODS, REPLICASETS
 from tests.helpers.controllers_env import Env, mark_ready, pod
 
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nodeagent.api.kinds import EVENTS, NODES, PODS
 from nodeagent.controllers.scheduler import Scheduler
 from nodeagent.controllers.scheduling import failure_message, pod_info
+from nodeagent.machinery.kinds import EVENTS, NODES, PODS
 from tests.helpers.controllers_env import Env, node, pod
 
 

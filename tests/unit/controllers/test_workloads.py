@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeagent.api.kinds import CONTROLLERREVISIONS, DAEMONSETS, JOBS, NODES, PODS
 from nodeagent.controllers.daemonset import DaemonSetController
 from nodeagent.controllers.job import JobController
 from nodeagent.controllers.scheduler import Scheduler
+from nodeagent.machinery.kinds import CONTROLLERREVISIONS, DAEMONSETS, JOBS, NODES, PODS
 from tests.helpers.controllers_env import Env, mark_ready, node
 
 

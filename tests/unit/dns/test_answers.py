@@ -7,7 +7,7 @@ from typing import Any
 
 from dnslib import QTYPE, RCODE
 
-from nodeagent.api.kinds import ENDPOINTSLICES, SERVICES
+from nodeagent.machinery.kinds import ENDPOINTSLICES, SERVICES
 from tests.helpers.dns_client import endpoint_slice, ep, service
 from tests.helpers.dns_upstream import UPSTREAM_ANSWER, FakeUpstream
 

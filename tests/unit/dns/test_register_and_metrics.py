@@ -6,9 +6,9 @@ import asyncio
 import urllib.request
 from typing import Any
 
-from nodeagent.api.kinds import ENDPOINTSLICES, NAMESPACES, SERVICES
 from nodeagent.client.fake import FakeClient
 from nodeagent.dns.register import Registration, ensure_kube_dns
+from nodeagent.machinery.kinds import ENDPOINTSLICES, NAMESPACES, SERVICES
 from tests.helpers.apiserver import free_port
 from tests.helpers.dns_client import make_query, service
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nodeagent.api.kinds import CONFIGMAPS, PODS, SECRETS
 from nodeagent.kubelet.model import ContainerState
+from nodeagent.machinery.kinds import CONFIGMAPS, PODS, SECRETS
 from tests.helpers.kubelet_env import Harness, make_harness, make_pod, wait_for
 
 
@@ -166,7 +166,7 @@ async def test_env_from_field_configmap_and_secret(h: Harness) -> None:
 
 
 async def test_service_link_variables(h: Harness) -> None:
-    from nodeagent.api.kinds import NAMESPACES, SERVICES
+    from nodeagent.machinery.kinds import NAMESPACES, SERVICES
     await h.client.create(NAMESPACES, {"metadata": {"name": "other"}})
     await h.client.create(SERVICES, {"metadata": {"name": "kubernetes", "namespace": "default"},
                                      "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}})
@@ -279,7 +279,7 @@ async def test_failed_sandbox_is_reported_and_retried(h: Harness) -> None:
     await wait_for(lambda: h.condition("sbfail", "Ready") == "True", what="Ready after the retry")
     assert len(h.runtime.calls_of("RunPodSandbox")) == 2
     await h.kubelet.recorder.flush()
-    from nodeagent.api.kinds import EVENTS
+    from nodeagent.machinery.kinds import EVENTS
     ev = next(e for e in h.client.objects(EVENTS) if e["reason"] == "FailedCreatePodSandBox")
     assert ev["type"] == "Warning" and "no IP addresses available" in ev["message"]
     assert ev["involvedObject"]["name"] == "sbfail" and ev["source"]["component"] == "kubelet"

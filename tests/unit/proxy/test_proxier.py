@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
-from nodeagent.api.kinds import ENDPOINTSLICES, NODES, SERVICES
 from nodeagent.client import Informer
 from nodeagent.client.fake import FakeClient
+from nodeagent.machinery.kinds import ENDPOINTSLICES, NODES, SERVICES
 from nodeagent.proxy.conntrack import ConntrackCleaner
 from nodeagent.proxy.http import metrics_app
 from nodeagent.proxy.iptables import names

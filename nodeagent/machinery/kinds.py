@@ -1,6 +1,6 @@
 """The resource types the apiserver serves, shared by the server and the one client.
 
-This module is the only part of nodeagent.api that other packages may import (the client needs to
+Shared by the apiserver and the one client (nodeagent.machinery; the client needs to
 know the URL of a resource). Objects themselves are plain JSON dicts shaped as Kubernetes sends them.
 """
 
