@@ -8,7 +8,9 @@ answer larger than the client's size (512 bytes, or its EDNS0 size, RFC 6891 sec
 records that fit and sets TC so the client retries over TCP (RFC 1035 section 4.2.1, RFC 7766).
 
 Local answers are cached as packed bytes keyed by the query's bytes after its ID, until the index
-changes (its generation), so a repeated query costs one dict lookup.
+changes (its generation), so a repeated query costs one dict lookup and the answer differs from the
+cached bytes only in its ID. Over UDP the batched listener (udpbatch.py) looks cached answers up itself
+and sends them without entering handle_local.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from typing import Any
 
 from dnslib import EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSRecord
 
+from nodeagent.dns import udpbatch
 from nodeagent.dns.index import ClusterIndex
-from nodeagent.dns.metrics import Metrics
+from nodeagent.dns.metrics import Metrics, Series
 from nodeagent.dns.resolver import Answer, Resolver
+from nodeagent.dns.udpbatch import BatchUdpListener
 from nodeagent.dns.upstream import Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ MAX_PENDING_FORWARDS = 1024
 OPCODE_QUERY = 0
 RCODE_BADVERS = 16        # extended rcode (RFC 6891 section 9)
 QCLASS_IN, QCLASS_ANY = 1, 255
+
+CacheEntry = tuple[bytes, Series]  # the packed answer after its ID, and the Series it counts in
 
 
 def error_from_header(data: bytes, rcode: int) -> bytes:
@@ -72,9 +78,20 @@ class DnsHandler:
         self.metrics = metrics
         self.upstream = upstream
         self.cache_max = cache_max
-        self._cache: dict[tuple[bool, bytes], tuple[bytes, str, str, str]] = {}
+        self.udp_cache: dict[bytes, CacheEntry] = {}
+        self.tcp_cache: dict[bytes, CacheEntry] = {}
         self._cache_gen = -1
         self._pending = 0
+        metrics.cache_size = lambda: len(self.udp_cache) + len(self.tcp_cache)
+
+    def fresh_cache(self, tcp: bool) -> dict[bytes, CacheEntry]:
+        """The answer cache of UDP or TCP answers (they differ when UDP truncates), emptied first if
+        the index changed since its answers were made."""
+        if self._cache_gen != self.index.generation:
+            self.udp_cache.clear()
+            self.tcp_cache.clear()
+            self._cache_gen = self.index.generation
+        return self.tcp_cache if tcp else self.udp_cache
 
     # ---- the synchronous part: everything but the upstream ----
     def handle_local(self, data: bytes, proto: str, family: int = 4) -> bytes | Pending | None:
@@ -86,14 +103,11 @@ class DnsHandler:
         if data[2] & 0x80:
             self.metrics.drop("response")  # a response, not a query: never answer it (no loops)
             return None
-        tcp = proto == "tcp"
-        if self._cache_gen != self.index.generation:
-            self._cache.clear()
-            self._cache_gen = self.index.generation
-        hit = self._cache.get((tcp, bytes(data[2:])))
+        cache = self.fresh_cache(proto == "tcp")
+        hit = cache.get(bytes(data[2:]))
         if hit is not None:
-            packed, zone, qtype, rcode = hit
-            self.metrics.observe(zone, proto, family, qtype, rcode, time.perf_counter() - started)
+            packed, series = hit
+            series.observe(time.perf_counter() - started)
             return data[:2] + packed
         if len(data) > MAX_QUERY:
             return self._raw_error(data, RCODE.FORMERR, proto, family, started)
@@ -114,7 +128,7 @@ class DnsHandler:
             udp_size = max(UDP_MIN, min(int(opt.rclass), UDP_MAX))
             if (opt.ttl >> 16) & 0xFF != 0:  # EDNS version other than 0
                 reply = self._reply(query, Answer(RCODE.NOERROR), ext_rcode=RCODE_BADVERS >> 4)
-                return self._finish(reply, query, proto, family, qtype, "BADVERS", ".", started, udp_size)
+                return self._finish(reply, query, proto, family, qtype, "BADVERS", ".", started, udp_size)[0]
         if q.qclass not in (QCLASS_IN, QCLASS_ANY):
             answer = Answer(RCODE.REFUSED, forward=True)
         else:
@@ -123,11 +137,11 @@ class DnsHandler:
             return Pending(query, data, proto, family, qtype, started, udp_size, answer)
         reply = self._reply(query, answer)
         rcode = RCODE.get(answer.rcode, str(answer.rcode))
-        packed = self._finish(reply, query, proto, family, qtype, rcode, answer.zone, started, udp_size)
+        packed, series = self._finish(reply, query, proto, family, qtype, rcode, answer.zone, started, udp_size)
         if not answer.forward and not answer.chase:
-            if len(self._cache) >= self.cache_max:
-                self._cache.clear()
-            self._cache[(tcp, bytes(data[2:]))] = (packed[2:], answer.zone, qtype, rcode)
+            if len(cache) >= self.cache_max:
+                cache.clear()
+            cache[bytes(data[2:])] = (packed[2:], series)
         return packed
 
     # ---- the asynchronous part ----
@@ -152,7 +166,7 @@ class DnsHandler:
                 log.warning("forward failed name=%s type=%s error=%s", p.query.q.qname, p.qtype, e)
                 reply = self._reply(p.query, Answer(RCODE.SERVFAIL, forward=True))
                 return self._finish(reply, p.query, p.proto, p.family, p.qtype, "SERVFAIL", ".", p.started,
-                                    p.udp_size)
+                                    p.udp_size)[0]
             rcode = RCODE.get(raw[3] & 0x0F, str(raw[3] & 0x0F))
             self.metrics.forward_responses.labels(self.upstream.address, rcode).inc()
             self.metrics.observe(".", p.proto, p.family, p.qtype, rcode, time.perf_counter() - p.started)
@@ -175,7 +189,8 @@ class DnsHandler:
             log.info("ExternalName target lookup failed target=%s error=%s", p.answer.chase, e)
         reply = self._reply(p.query, answer)
         rcode = RCODE.get(answer.rcode, str(answer.rcode))
-        return self._finish(reply, p.query, p.proto, p.family, p.qtype, rcode, answer.zone, p.started, p.udp_size)
+        return self._finish(reply, p.query, p.proto, p.family, p.qtype, rcode, answer.zone, p.started,
+                            p.udp_size)[0]
 
     # ---- building answers ----
     def _reply(self, query: DNSRecord, answer: Answer, ext_rcode: int = 0) -> DNSRecord:
@@ -191,7 +206,8 @@ class DnsHandler:
         return reply
 
     def _finish(self, reply: DNSRecord, query: DNSRecord, proto: str, family: int, qtype: str, rcode: str,
-                zone: str, started: float, udp_size: int) -> bytes:
+                zone: str, started: float, udp_size: int) -> tuple[bytes, Series]:
+        """The reply packed (and truncated for UDP), counted in its Series, which it also returns."""
         try:
             packed = reply.pack()
         except Exception as e:  # a name we cannot encode (a label over 63 bytes, ...)
@@ -201,8 +217,9 @@ class DnsHandler:
             packed = reply.pack()
         if proto == "udp" and len(packed) > udp_size:
             packed = truncate(reply, udp_size)
-        self.metrics.observe(zone, proto, family, qtype, rcode, time.perf_counter() - started)
-        return packed
+        series = self.metrics.series(zone, proto, family, qtype, rcode)
+        series.observe(time.perf_counter() - started)
+        return packed, series
 
     def _raw_error(self, data: bytes, rcode: int, proto: str, family: int, started: float) -> bytes:
         self.metrics.observe(".", proto, family, "other", RCODE.get(rcode, str(rcode)),
@@ -274,13 +291,17 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class DnsServer:
-    """UDP and TCP listeners on one address and port, answering through one DnsHandler."""
+    """UDP and TCP listeners on one address and port, answering through one DnsHandler.
 
-    def __init__(self, handler: DnsHandler, host: str = "0.0.0.0", port: int = 53) -> None:
+    UDP goes through the batched listener (udpbatch.py) unless `batch` is off or its C helper cannot
+    be built; then through asyncio's datagram transport."""
+
+    def __init__(self, handler: DnsHandler, host: str = "0.0.0.0", port: int = 53, batch: bool = True) -> None:
         self.handler = handler
         self.host = host
         self.port = port
-        self._udp: asyncio.DatagramTransport | None = None
+        self.batch = batch
+        self._udp: asyncio.DatagramTransport | BatchUdpListener | None = None
         self._tcp: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
@@ -288,27 +309,46 @@ class DnsServer:
     def family(self) -> int:
         return 6 if ":" in self.host else 4
 
+    @property
+    def batched(self) -> bool:
+        return isinstance(self._udp, BatchUdpListener)
+
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if self.family == 6 else socket.AF_INET
         # UDP first: with port 0 the kernel picks one, and TCP then binds the same number; if that
         # TCP port is taken, try another pick (only when the port was left to the kernel).
         attempts = 20 if self.port == 0 else 1
         for attempt in range(attempts):
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self.handler, self.family), local_addr=(self.host, self.port), family=family)
-            port = transport.get_extra_info("sockname")[1]
+            udp, port = await self._open_udp(family)
             try:
                 self._tcp = await asyncio.start_server(self._tcp_client, self.host, port, family=family,
                                                        reuse_address=True)
             except OSError as e:
-                transport.close()
+                udp.close()
                 if e.errno != errno.EADDRINUSE or attempt == attempts - 1:
                     raise
                 continue
-            self._udp, self.port = transport, port
+            self._udp, self.port = udp, port
             break
-        log.info("dns listening addr=%s port=%d", self.host, self.port)
+        log.info("dns listening addr=%s port=%d udp=%s", self.host, self.port,
+                 "batched" if self.batched else "asyncio")
+
+    async def _open_udp(self, family: int) -> tuple[asyncio.DatagramTransport | BatchUdpListener, int]:
+        lib = udpbatch.load() if self.batch else None
+        if lib is None:
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _UdpProtocol(self.handler, self.family), local_addr=(self.host, self.port), family=family)
+            return transport, int(transport.get_extra_info("sockname")[1])
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, self.port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        listener = BatchUdpListener(self.handler, sock, lib, self.family)
+        listener.start()
+        return listener, int(sock.getsockname()[1])
 
     async def close(self) -> None:
         if self._udp is not None:
