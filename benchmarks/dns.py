@@ -2,11 +2,17 @@
 
 Both servers run in one "server" network namespace (ours on 10.53.0.1:53 watching a real apiserver
 through a relay; dnsmasq on 10.53.0.3:53 with the same names as --host-record and the cluster domain
-as --local, so it answers NXDOMAIN for the rest itself). A load generator in a second namespace keeps
-a fixed number of UDP queries in flight for a fixed time against each, with the same query mix:
-mostly Service names, some search-path expansions of an outside name (NXDOMAIN).
+as --local, so it answers NXDOMAIN for the rest itself), both free to use every core (or pinned to the
+same --cpus). A load generator in a second namespace keeps a fixed number of UDP queries in flight
+for a fixed time against each, with the same query mix: mostly Service names, some search-path
+expansions of an outside name (NXDOMAIN). Rounds alternate ours and dnsmasq, so load from other work
+on the machine falls on both; the table shows every round and the medians.
 
-    sudo .venv/bin/python benchmarks/dns.py [--services 50] [--seconds 5] [--window 32] [--from-pod]
+The client is dnsperf (Debian's dnsperf, in C; its per-query latencies from -v give p50/p99) when it
+is installed, else a Python load generator, which saturates before either server does.
+
+    sudo .venv/bin/python benchmarks/dns.py [--services 50] [--seconds 5] [--window 32] [--rounds 3]
+        [--client dnsperf|python] [--workers N] [--cpus 0,1] [--from-pod]
 
 Last line: one JSON object with the figures.
 """
@@ -20,7 +26,9 @@ import os
 import random
 import secrets
 import select
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +42,7 @@ from dnslib import DNSRecord  # noqa: E402
 
 from nodeagent.client import Client, ClientConfig  # noqa: E402
 from nodeagent.machinery.kinds import SERVICES  # noqa: E402
-from nodeagent.netns import run_in_netns  # noqa: E402
+from nodeagent.netns import netns_path, nsenter_argv, run_in_netns  # noqa: E402
 from tests.helpers.apiserver import start_apiserver  # noqa: E402
 from tests.helpers.dns_client import query_sync  # noqa: E402
 from tests.helpers.dns_relay import (  # noqa: E402
@@ -52,17 +60,22 @@ D = "cluster.local"
 OURS, PEER, CLIENT = "10.53.0.1", "10.53.0.3", "10.53.0.2"
 
 
-def query_mix(n_services: int, count: int = 1000, seed: int = 1) -> list[bytes]:
+def query_names(n_services: int, count: int = 1000, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     out = []
     for i in range(count):
         if i % 5 == 4:  # ndots:5 search expansions of www.example.com: NXDOMAIN
-            name = rng.choice([f"www.example.com.default.svc.{D}", f"www.example.com.svc.{D}",
-                               f"www.example.com.{D}"])
+            out.append(rng.choice([f"www.example.com.default.svc.{D}", f"www.example.com.svc.{D}",
+                                   f"www.example.com.{D}"]))
         else:
-            name = f"svc-{rng.randrange(n_services)}.default.svc.{D}"
-        out.append(DNSRecord.question(name, "A").pack())
+            out.append(f"svc-{rng.randrange(n_services)}.default.svc.{D}")
     return out
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return -1.0
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
 
 
 def load(server: str, queries: list[bytes], seconds: float, window: int, port: int = 53) -> dict[str, Any]:
@@ -110,13 +123,65 @@ def load(server: str, queries: list[bytes], seconds: float, window: int, port: i
                 latencies.append(time.perf_counter_ns() - t)
     elapsed = (time.perf_counter_ns() - start) / 1e9
     s.close()
+    ms = sorted(v / 1e6 for v in latencies)
+    return {"qps": round(len(ms) / elapsed), "p50_ms": round(percentile(ms, 0.50), 3),
+            "p99_ms": round(percentile(ms, 0.99), 3), "answered": len(ms), "lost": lost}
+
+
+def dnsperf_load(netns: str, server: str, datafile: Path, seconds: float, window: int,
+                 port: int = 53) -> dict[str, Any]:
+    """dnsperf from `netns` (a name or a path): `window` queries in flight (-q), one socket, for
+    `seconds`; q/s and lost from its summary, p50/p99 from its per-query lines (-v: "> RCODE name type
+    seconds")."""
+    argv = [*nsenter_argv(netns_path(netns)), "dnsperf", "-s", server, "-p", str(port), "-d", str(datafile),
+            "-l", str(seconds), "-q", str(window), "-t", "1", "-v"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    latencies: list[float] = []
+    summary: dict[str, str] = {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("> "):
+            latencies.append(float(line.rsplit(" ", 1)[1]) * 1000)
+        elif ":" in line:
+            k, _, v = line.strip().partition(":")
+            summary[k] = v.strip()
+    err = proc.stderr.read() if proc.stderr else ""
+    if proc.wait() != 0 or "Queries per second" not in summary:
+        raise RuntimeError(f"dnsperf failed rc={proc.returncode}: {err[-2000:]}")
     latencies.sort()
+    return {"qps": round(float(summary["Queries per second"])), "p50_ms": round(percentile(latencies, 0.50), 3),
+            "p99_ms": round(percentile(latencies, 0.99), 3), "answered": len(latencies),
+            "lost": int(summary.get("Queries lost", "0").split()[0])}
 
-    def pct(p: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1e6, 3) if latencies else -1.0
 
-    return {"qps": round(len(latencies) / elapsed), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "answered": len(latencies), "lost": lost}
+class LoadClient:
+    """One of the two load generators, run from a client namespace against a server."""
+
+    def __init__(self, kind: str, names: list[str], work: Path) -> None:
+        self.kind = kind
+        self.queries = [DNSRecord.question(n, "A").pack() for n in names]
+        self.datafile = work / "queries.txt"
+        self.datafile.write_text("".join(f"{n} A\n" for n in names))
+
+    @property
+    def label(self) -> str:
+        if self.kind == "dnsperf":
+            out = subprocess.run(["dnsperf", "-h"], capture_output=True, text=True)
+            version = next((ln.split()[-1] for ln in (out.stdout + out.stderr).splitlines()
+                            if ln.startswith("Version")), "?")
+            return f"dnsperf {version} (C)"
+        return "Python load generator (select loop)"
+
+    def run(self, netns: str, server: str, seconds: float, window: int, port: int = 53) -> dict[str, Any]:
+        if self.kind == "dnsperf":
+            return dnsperf_load(netns, server, self.datafile, seconds, window, port)
+        return run_in_netns(netns, load, server, self.queries, seconds, window, port)
+
+
+def pinned(argv: list[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
 
 
 POD = """\
@@ -129,7 +194,7 @@ spec:
 """
 
 
-def from_pod(args: argparse.Namespace) -> dict[str, Any]:
+def from_pod(args: argparse.Namespace, client: LoadClient) -> dict[str, Any]:
     """The same load from a pod: ours at 10.96.0.10 (proxy DNAT to the cp), dnsmasq on the cp's
     underlay address port 5353 serving the same names."""
     from tests.helpers.cluster_e2e import local_cluster
@@ -151,11 +216,10 @@ def from_pod(args: argparse.Namespace) -> dict[str, Any]:
                 wait_for(lambda s=server, p=port: [str(r.rdata) for r in run_in_netns(
                     net, query_sync, s, p, probe, "A", False, None, 1.0).rr] == [ips[probe]],
                     f"{server}:{port} answers {probe} from the pod", timeout=60)
-            queries = query_mix(args.services)
             res: dict[str, Any] = {}
             for label, server, port in (("nodeagent", "10.96.0.10", 53), ("dnsmasq", cp.ip, 5353)):
-                run_in_netns(net, load, server, queries, 0.5, args.window, port)
-                res[label] = r = run_in_netns(net, load, server, queries, args.seconds, args.window, port)
+                client.run(net, server, 0.5, args.window, port)
+                res[label] = r = client.run(net, server, args.seconds, args.window, port)
                 print(f"pod->{label:10s} {r['qps']:>8d} q/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
                       f"lost {r['lost']}", flush=True)
         finally:
@@ -210,11 +274,29 @@ def _poll_nxdomain(server: str, fqdn: str, timeout: float = 10.0) -> float:
     return -1.0
 
 
+def print_table(rounds: list[dict[str, dict[str, Any]]]) -> None:
+    print(f"{'round':>5s}  {'nodeagent q/s':>13s} {'p50 ms':>7s} {'p99 ms':>7s} {'lost':>5s}   "
+          f"{'dnsmasq q/s':>11s} {'p50 ms':>7s} {'p99 ms':>7s} {'lost':>5s}")
+    for i, r in enumerate(rounds, 1):
+        a, b = r["nodeagent"], r["dnsmasq"]
+        print(f"{i:>5d}  {a['qps']:>13d} {a['p50_ms']:>7.3f} {a['p99_ms']:>7.3f} {a['lost']:>5d}   "
+              f"{b['qps']:>11d} {b['p50_ms']:>7.3f} {b['p99_ms']:>7.3f} {b['lost']:>5d}", flush=True)
+
+
+def median_of(rounds: list[dict[str, dict[str, Any]]], server: str, key: str) -> float:
+    return float(statistics.median(r[server][key] for r in rounds))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--services", type=int, default=50)
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of one measured run")
     ap.add_argument("--window", type=int, default=32, help="queries in flight")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, each measuring ours then dnsmasq")
+    ap.add_argument("--client", choices=["dnsperf", "python"], default=None,
+                    help="load generator (default: dnsperf when installed, else python)")
+    ap.add_argument("--workers", type=int, default=None, help="`nodeagent dns --workers` (default: its own)")
+    ap.add_argument("--cpus", default=None, help="pin both servers to these CPUs (taskset -c), e.g. 1")
     ap.add_argument("--from-pod", action="store_true",
                     help="also measure from a pod of a fresh 1-node local cluster (`nodeagent cluster up`): "
                          "ours through the kube-dns ClusterIP, dnsmasq in the control-plane namespace")
@@ -222,13 +304,23 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    pod_figures: dict[str, Any] = from_pod(args) if args.from_pod else {}
+    kind = args.client or ("dnsperf" if shutil.which("dnsperf") else "python")
+    if kind == "dnsperf" and not shutil.which("dnsperf"):
+        print("--client dnsperf: dnsperf is not installed (apt-get install dnsperf; scripts/setup.sh does)",
+              file=sys.stderr)
+        return 2
+    load_before = os.getloadavg()
     tag = secrets.token_hex(3)
     server_ns, client_ns = f"na-bdnss-{tag}", f"na-bdnsc-{tag}"
     procs: list[subprocess.Popen[bytes]] = []
     relay: NetnsRelay | None = None
     with tempfile.TemporaryDirectory(prefix="dns-bench-") as tmp:
         work = Path(tmp)
+        client = LoadClient(kind, query_names(args.services), work)
+        print(f"client: {client.label}, {args.window} in flight, {args.seconds:g} s a run, {args.rounds} rounds; "
+              f"mix: {len(client.queries)} queries, 80% Service A, 20% search-path NXDOMAIN; "
+              f"servers on cpus {args.cpus or 'all'}; load average {load_before[0]:.2f}", flush=True)
+        pod_figures: dict[str, Any] = from_pod(args, client) if args.from_pod else {}
         api = start_apiserver(work)
         try:
             make_netns(server_ns)
@@ -239,29 +331,30 @@ def main() -> int:
             relay = NetnsRelay(server_ns, ("127.0.0.1", api.port))
             kc = kubeconfig_via(api.kubeconfig, relay.port, work / "kubeconfig-dns")
             ours_log = work / "dns.log"
-            ours = start_in_netns(server_ns, nodeagent_argv(
+            workers = ["--workers", str(args.workers)] if args.workers is not None else []
+            ours = start_in_netns(server_ns, pinned(nodeagent_argv(
                 "dns", "--kubeconfig", str(kc), "--bind", OURS, "--port", "53", "--no-register",
-                "--metrics-port", "0"), ours_log)
+                "--metrics-port", "0", *workers), args.cpus), ours_log)
             procs.append(ours)
             hosts = [f"--host-record={name},{ip}" for name, ip in ips.items()]
             peer_log = work / "dnsmasq.log"
-            procs.append(start_in_netns(server_ns, [
+            procs.append(start_in_netns(server_ns, pinned([
                 "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                 f"--listen-address={PEER}", "--bind-interfaces", "--port=53", f"--local=/{D}/",
-                "--pid-file=", "--user=root", *hosts], peer_log))
+                "--pid-file=", "--user=root", *hosts], args.cpus), peer_log))
             probe = f"svc-0.default.svc.{D}"
             for server, proc, log in ((OURS, ours, ours_log), (PEER, procs[-1], peer_log)):
                 wait_for(lambda s=server: [str(r.rdata) for r in run_in_netns(
                     client_ns, query_sync, s, 53, probe, "A", False, None, 1.0).rr] == [ips[probe]],
                     f"{server} answers {probe}", timeout=30, proc=proc, log=log)
-            queries = query_mix(args.services)
-            results: dict[str, Any] = {}
-            for label, server in (("nodeagent", OURS), ("dnsmasq", PEER), ("nodeagent_again", OURS)):
-                run_in_netns(client_ns, load, server, queries, 0.5, args.window)  # warm up
-                results[label] = run_in_netns(client_ns, load, server, queries, args.seconds, args.window)
-                r = results[label]
-                print(f"{label:16s} {r['qps']:>8d} q/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
-                      f"lost {r['lost']}", flush=True)
+            rounds: list[dict[str, dict[str, Any]]] = []
+            for _ in range(args.rounds):
+                r: dict[str, dict[str, Any]] = {}
+                for label, server in (("nodeagent", OURS), ("dnsmasq", PEER)):
+                    client.run(client_ns, server, 0.5, args.window)  # warm up (our answer cache too)
+                    r[label] = client.run(client_ns, server, args.seconds, args.window)
+                rounds.append(r)
+            print_table(rounds)
             gone = delete_to_nxdomain(api.kubeconfig, client_ns, OURS)
             print(f"delete -> NXDOMAIN ms: {gone}", flush=True)
         finally:
@@ -272,15 +365,23 @@ def main() -> int:
             for ns in (client_ns, server_ns):
                 delete_netns(ns)
             api.stop()
-    ours_best = max((results["nodeagent"], results["nodeagent_again"]), key=lambda r: r["qps"])
+    fig = {f"{srv}_{k}": median_of(rounds, srv, k) for srv in ("nodeagent", "dnsmasq") for k in ("qps", "p50_ms", "p99_ms")}
+    qps_ratio = fig["nodeagent_qps"] / fig["dnsmasq_qps"]
+    p99_ratio = fig["nodeagent_p99_ms"] / fig["dnsmasq_p99_ms"]
+    print(f"median of {args.rounds}: nodeagent {fig['nodeagent_qps']:.0f} q/s p99 {fig['nodeagent_p99_ms']:.3f} ms, "
+          f"dnsmasq {fig['dnsmasq_qps']:.0f} q/s p99 {fig['dnsmasq_p99_ms']:.3f} ms: "
+          f"q/s x{qps_ratio:.2f} (target >= 1.0), p99 x{p99_ratio:.2f} (target <= 1.5); "
+          f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
     print(json.dumps({
         "benchmark": "dns", "services": args.services, "seconds": args.seconds, "window": args.window,
-        "nodeagent_qps": ours_best["qps"], "nodeagent_p99_ms": ours_best["p99_ms"],
-        "nodeagent_p50_ms": ours_best["p50_ms"],
-        "dnsmasq_qps": results["dnsmasq"]["qps"], "dnsmasq_p99_ms": results["dnsmasq"]["p99_ms"],
-        "dnsmasq_p50_ms": results["dnsmasq"]["p50_ms"],
+        "rounds": args.rounds, "client": client.label, "cpus": args.cpus or "all", "workers": args.workers,
+        **fig, "qps_ratio": round(qps_ratio, 3), "p99_ratio": round(p99_ratio, 3),
+        "nodeagent_qps_rounds": [r["nodeagent"]["qps"] for r in rounds],
+        "dnsmasq_qps_rounds": [r["dnsmasq"]["qps"] for r in rounds],
+        "nodeagent_p99_ms_rounds": [r["nodeagent"]["p99_ms"] for r in rounds],
+        "dnsmasq_p99_ms_rounds": [r["dnsmasq"]["p99_ms"] for r in rounds],
         "delete_to_nxdomain_ms_median": sorted(gone)[len(gone) // 2],
-        "client": "netns (Python load generator, UDP)",
+        "load_average_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         **pod_figures,
     }))
     return 0
