@@ -35,6 +35,7 @@ class DnsOptions:
     advertise_address: str | None = None  # None: do not register the kube-dns Service
     metrics_port: int = 9153              # 0: no metrics/health endpoint
     lameduck: float = 0.0                 # seconds to keep answering after leaving the Service
+    udp_batch: bool = True                # recvmmsg/sendmmsg (udpbatch.py); False: asyncio's transport
 
 
 class DnsApp:
@@ -46,7 +47,7 @@ class DnsApp:
         self.metrics = Metrics(f"dns://{opts.bind}:{opts.port}")
         upstream = Upstream(*parse_upstream(opts.upstream)) if opts.upstream else None
         self.handler = DnsHandler(self.resolver, self.metrics, upstream)
-        self.server = DnsServer(self.handler, opts.bind, opts.port)
+        self.server = DnsServer(self.handler, opts.bind, opts.port, batch=opts.udp_batch)
         self.services = Informer(client, SERVICES)
         self.slices = Informer(client, ENDPOINTSLICES)
         self.services.add_handlers(self.index.service_added, self.index.service_updated, self.index.service_deleted)

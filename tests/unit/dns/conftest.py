@@ -54,10 +54,11 @@ async def make_dns(fake: FakeClient) -> AsyncIterator[Callable[..., Any]]:
     async def factory(objects: list[dict[str, Any]] = (), **opts: Any) -> DnsUnderTest:  # type: ignore[assignment]
         for obj in objects:
             fake.seed(SERVICES if obj["kind"] == "Service" else ENDPOINTSLICES, obj)
-        app = DnsApp(fake, DnsOptions(bind="127.0.0.1", port=0, metrics_port=opts.pop("metrics_port", 0), **opts))
+        bind = opts.pop("bind", "127.0.0.1")
+        app = DnsApp(fake, DnsOptions(bind=bind, port=0, metrics_port=opts.pop("metrics_port", 0), **opts))
         apps.append(app)
         await asyncio.wait_for(app.start(), 10)
-        return DnsUnderTest(fake, app)
+        return DnsUnderTest(fake, app, host=bind)
 
     yield factory
     for app in apps:
