@@ -58,6 +58,7 @@ class Resolver:
         self.dns_ip = dns_ip
         self.serial = int(time.time()) & 0xFFFFFFFF
         self._zone_labels = tuple(self.domain.split("."))
+        self._chain_depth = 0  # ExternalName targets being followed (resolution is synchronous)
 
     # ---- building blocks ----
     def soa(self, zone: str | None = None) -> RR:
@@ -172,26 +173,22 @@ class Resolver:
         cname = RR(name, QTYPE.CNAME, ttl=self.ttl, rdata=CNAME(target + "."))
         if qtype == QTYPE.CNAME:
             return self._ok([cname])
-        # Follow the chain inside the zone; a target outside it is left for the server to resolve
-        # upstream (CoreDNS does the same through its upstream lookup).
-        answer, seen = [cname], {name}
-        current = target
-        for _ in range(MAX_CNAME_CHAIN):
-            inner = self.resolve(current, qtype)
-            if inner.forward:
-                return Answer(RCODE.NOERROR, answer=answer, zone=self.domain + ".", chase=current)
-            answer.extend(inner.answer)
-            last = inner.answer[-1] if inner.answer else None
-            if last is None or last.rtype != QTYPE.CNAME:
-                rcode = inner.rcode if not inner.answer else RCODE.NOERROR
-                return Answer(rcode, answer=answer, authority=inner.authority,
-                              additional=inner.additional, zone=self.domain + ".")
-            nxt = str(last.rdata.label).rstrip(".").lower()
-            if nxt + "." in seen:
-                break
-            seen.add(nxt + ".")
-            current = nxt
-        return Answer(RCODE.SERVFAIL, answer=answer, zone=self.domain + ".")  # a CNAME loop
+        # Follow the chain inside the zone: resolving the target follows the rest of it, so the depth
+        # of this recursion is the chain's length, bounded to stop a loop (a -> b -> a; RFC 1034
+        # section 3.6.2). A target outside the zone is left for the server to resolve upstream
+        # (CoreDNS does the same through its upstream lookup).
+        if self._chain_depth >= MAX_CNAME_CHAIN:
+            return Answer(RCODE.SERVFAIL, answer=[cname], zone=self.domain + ".")
+        self._chain_depth += 1
+        try:
+            inner = self.resolve(target, qtype)
+        finally:
+            self._chain_depth -= 1
+        if inner.forward:
+            return Answer(RCODE.NOERROR, answer=[cname], zone=self.domain + ".", chase=target)
+        # The chain's end decides the rcode (RFC 6604): NXDOMAIN when the last target does not exist.
+        return Answer(inner.rcode, answer=[cname, *inner.answer], authority=inner.authority,
+                      additional=inner.additional, zone=self.domain + ".", chase=inner.chase)
 
     def _endpoint(self, name: str, label: str, svc_name: str, ns: str, qtype: int) -> Answer:
         svc = self.index.service(ns, svc_name)

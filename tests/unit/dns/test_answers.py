@@ -189,6 +189,17 @@ async def test_external_name_is_a_cname(make_dns: Any) -> None:
                                                             (QTYPE.A, "10.96.0.20")]
 
 
+async def test_external_name_loop_is_servfail(make_dns: Any) -> None:
+    dns = await make_dns([
+        service("a", cluster_ip=None, type="ExternalName", externalName=f"b.default.svc.{D}"),
+        service("b", cluster_ip=None, type="ExternalName", externalName=f"a.default.svc.{D}"),
+        service("self", cluster_ip=None, type="ExternalName", externalName=f"self.default.svc.{D}"),
+    ])
+    for name in ("a", "self"):
+        r = await dns.q(f"{name}.default.svc.{D}")  # answered at once, not a timeout
+        assert r.header.rcode == RCODE.SERVFAIL and r.rr and all(rr.rtype == QTYPE.CNAME for rr in r.rr)
+
+
 async def test_external_name_target_resolved_upstream(make_dns: Any) -> None:
     up = FakeUpstream()
     await up.start()
