@@ -3,13 +3,19 @@
 The shared client's Informers keep the caches; this index is fed by their handlers (quick, plain
 callables) and reshapes the objects into what a query needs: a Service by (namespace, name), the
 ready endpoints of a Service merged over all its slices, and a reverse map for PTR queries.
-`generation` increases on every change so the server can drop cached answers.
+
+Cached answers are dropped by what they read, not all at once: while `recording` is a set, every
+lookup adds the Dep it read (a Service's name, a namespace's presence, the reverse map), and every
+change calls the `on_change` listeners with the Deps it touched. An EndpointSlice update of one
+Service then drops that Service's answers only, and the answers to everything else stay cached
+(issue 23: the watch side kept off the answer path). `generation` still counts every change.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +23,15 @@ from typing import Any
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 Obj = dict[str, Any]
+
+# What an answer can depend on: ("svc", namespace, name) (the Service, its slices, its endpoints),
+# ("ns", namespace) (whether any Service lives there), ("rev",) (the reverse map over all Services).
+Dep = tuple[str, ...]
+REVERSE: Dep = ("rev",)
+
+
+def service_dep(namespace: str, name: str) -> Dep:
+    return ("svc", namespace, name)
 
 
 @dataclass(frozen=True)
@@ -81,26 +96,33 @@ class ClusterIndex:
         # (namespace, service name) -> {slice name: slice}
         self._slices: dict[tuple[str, str], dict[str, Obj]] = defaultdict(dict)
         self._ns_counts: dict[str, int] = defaultdict(int)
-        self._reverse: dict[str, list[str]] | None = None  # built on first PTR query per generation
+        self._reverse: dict[str, list[str]] | None = None  # built on first PTR query after a change
+        self.recording: set[Dep] | None = None
+        self.on_change: list[Callable[[list[Dep]], None]] = []
 
     # ---- informer handlers (plain callables, quick) ----
     def service_added(self, svc: Obj) -> None:
         key = _key(svc)
+        deps = [service_dep(*key)]
         if key not in self._services:
             self._ns_counts[key[0]] += 1
+            if self._ns_counts[key[0]] == 1:
+                deps.append(("ns", key[0]))
         self._services[key] = svc
-        self._changed()
+        self._changed(deps)
 
     def service_updated(self, old: Obj, new: Obj) -> None:
         self.service_added(new)
 
     def service_deleted(self, svc: Obj) -> None:
         key = _key(svc)
+        deps = [service_dep(*key)]
         if self._services.pop(key, None) is not None:
             self._ns_counts[key[0]] -= 1
             if self._ns_counts[key[0]] <= 0:
                 del self._ns_counts[key[0]]
-        self._changed()
+                deps.append(("ns", key[0]))
+        self._changed(deps)
 
     def slice_added(self, eps: Obj) -> None:
         ns, name = _key(eps)
@@ -108,7 +130,7 @@ class ClusterIndex:
         if not owner:
             return  # a slice of no Service gives no names
         self._slices[(ns, owner)][name] = eps
-        self._changed()
+        self._changed([service_dep(ns, owner)])
 
     def slice_updated(self, old: Obj, new: Obj) -> None:
         old_owner = ((old.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
@@ -127,18 +149,25 @@ class ClusterIndex:
             slices.pop(name, None)
             if not slices:
                 del self._slices[(ns, owner)]
-        self._changed()
+        self._changed([service_dep(ns, owner)])
 
-    def _changed(self) -> None:
+    def _changed(self, deps: list[Dep]) -> None:
         self.generation += 1
         self._reverse = None
+        deps.append(REVERSE)  # every Service and slice change may change a PTR answer
+        for listener in self.on_change:
+            listener(deps)
 
-    # ---- lookups ----
+    # ---- lookups (each records what it read while `recording` is set) ----
     def service(self, namespace: str, name: str) -> Obj | None:
+        if self.recording is not None:
+            self.recording.add(service_dep(namespace, name))
         return self._services.get((namespace, name))
 
     def has_namespace(self, namespace: str) -> bool:
         """A namespace is known when a Service lives in it (we watch no Namespaces)."""
+        if self.recording is not None:
+            self.recording.add(("ns", namespace))
         return namespace in self._ns_counts
 
     def endpoints(self, namespace: str, name: str) -> list[Endpoint]:
@@ -147,6 +176,8 @@ class ClusterIndex:
         EndpointConditions.ready: "nil should be interpreted as true". A Service with
         publishNotReadyAddresses also publishes the endpoints that are not ready.
         """
+        if self.recording is not None:
+            self.recording.add(service_dep(namespace, name))
         svc = self._services.get((namespace, name))
         publish_all = bool(svc and (svc.get("spec") or {}).get("publishNotReadyAddresses"))
         seen: dict[str, Endpoint] = {}
@@ -162,6 +193,8 @@ class ClusterIndex:
 
     def endpoint_ports(self, namespace: str, name: str) -> list[EndpointPort]:
         """The ports of the Service's slices (endpoint ports: targetPort numbers), each once."""
+        if self.recording is not None:
+            self.recording.add(service_dep(namespace, name))
         out: dict[tuple[str, str], EndpointPort] = {}
         for _, eps in sorted(self._slices.get((namespace, name), {}).items()):
             for p in eps.get("ports") or []:
@@ -173,17 +206,26 @@ class ClusterIndex:
     def reverse(self, pointer: str, domain: str) -> list[str]:
         """Names for a reverse-pointer owner name (4.3.2.1.in-addr.arpa): the Services whose
         ClusterIP it is, and the endpoints of headless Services (specification 2.3.4, 2.4.3)."""
+        if self.recording is not None:
+            self.recording.add(REVERSE)
         if self._reverse is None:
-            rev: dict[str, list[str]] = defaultdict(list)
-            for (ns, name), svc in sorted(self._services.items()):
-                for ip in cluster_ips(svc):
-                    try:
-                        rev[ipaddress.ip_address(ip).reverse_pointer].append(f"{name}.{ns}.svc.{domain}")
-                    except ValueError:
-                        continue
-                if is_headless(svc):
-                    for ep in self.endpoints(ns, name):
-                        rev[ipaddress.ip_address(ep.address).reverse_pointer].append(
-                            f"{ep.label}.{name}.{ns}.svc.{domain}")
-            self._reverse = dict(rev)
+            recording, self.recording = self.recording, None  # the build reads every Service: one Dep
+            try:
+                self._reverse = self._build_reverse(domain)
+            finally:
+                self.recording = recording
         return self._reverse.get(pointer.rstrip(".").lower(), [])
+
+    def _build_reverse(self, domain: str) -> dict[str, list[str]]:
+        rev: dict[str, list[str]] = defaultdict(list)
+        for (ns, name), svc in sorted(self._services.items()):
+            for ip in cluster_ips(svc):
+                try:
+                    rev[ipaddress.ip_address(ip).reverse_pointer].append(f"{name}.{ns}.svc.{domain}")
+                except ValueError:
+                    continue
+            if is_headless(svc):
+                for ep in self.endpoints(ns, name):
+                    rev[ipaddress.ip_address(ep.address).reverse_pointer].append(
+                        f"{ep.label}.{name}.{ns}.svc.{domain}")
+        return dict(rev)

@@ -7,10 +7,12 @@ when one is configured, else REFUSED (CoreDNS's answer for a zone it does not se
 answer larger than the client's size (512 bytes, or its EDNS0 size, RFC 6891 section 6.2.3) keeps the
 records that fit and sets TC so the client retries over TCP (RFC 1035 section 4.2.1, RFC 7766).
 
-Local answers are cached as packed bytes keyed by the query's bytes after its ID, until the index
-changes (its generation), so a repeated query costs one dict lookup and the answer differs from the
-cached bytes only in its ID. Over UDP the batched listener (udpbatch.py) looks cached answers up itself
-and sends them without entering handle_local.
+Local answers are cached as packed bytes keyed by the query's bytes after its ID, so a repeated query
+costs one dict lookup and the answer differs from the cached bytes only in its ID. Each cached answer
+is kept until a change touches what its resolution read (index.py's Deps): a watch event for one
+Service drops the answers about that Service (and the PTR answers), not the whole cache. Over UDP the
+batched listener (udpbatch.py) looks cached answers up itself and sends them without entering
+handle_local.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from dnslib import EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSRecord
 
 from nodeagent.dns import udpbatch
-from nodeagent.dns.index import ClusterIndex
+from nodeagent.dns.index import ClusterIndex, Dep
 from nodeagent.dns.metrics import Metrics, Series
 from nodeagent.dns.resolver import Answer, Resolver
 from nodeagent.dns.udpbatch import BatchUdpListener
@@ -78,20 +80,29 @@ class DnsHandler:
         self.metrics = metrics
         self.upstream = upstream
         self.cache_max = cache_max
+        # UDP and TCP answers apart: they differ when UDP truncates
         self.udp_cache: dict[bytes, CacheEntry] = {}
         self.tcp_cache: dict[bytes, CacheEntry] = {}
-        self._cache_gen = -1
+        self._dependents: dict[Dep, set[tuple[bool, bytes]]] = {}  # Dep -> (tcp, key) of cached answers
         self._pending = 0
         metrics.cache_size = lambda: len(self.udp_cache) + len(self.tcp_cache)
+        self.index.on_change.append(self._invalidate)
 
-    def fresh_cache(self, tcp: bool) -> dict[bytes, CacheEntry]:
-        """The answer cache of UDP or TCP answers (they differ when UDP truncates), emptied first if
-        the index changed since its answers were made."""
-        if self._cache_gen != self.index.generation:
+    def _invalidate(self, deps: list[Dep]) -> None:
+        """Drop the cached answers whose resolution read one of `deps` (an informer just changed them)."""
+        for dep in deps:
+            for tcp, key in self._dependents.pop(dep, ()):
+                (self.tcp_cache if tcp else self.udp_cache).pop(key, None)
+
+    def _remember(self, tcp: bool, key: bytes, entry: CacheEntry, deps: set[Dep]) -> None:
+        cache = self.tcp_cache if tcp else self.udp_cache
+        if len(cache) >= self.cache_max:
             self.udp_cache.clear()
             self.tcp_cache.clear()
-            self._cache_gen = self.index.generation
-        return self.tcp_cache if tcp else self.udp_cache
+            self._dependents.clear()
+        cache[key] = entry
+        for dep in deps:
+            self._dependents.setdefault(dep, set()).add((tcp, key))
 
     # ---- the synchronous part: everything but the upstream ----
     def handle_local(self, data: bytes, proto: str, family: int = 4) -> bytes | Pending | None:
@@ -103,8 +114,8 @@ class DnsHandler:
         if data[2] & 0x80:
             self.metrics.drop("response")  # a response, not a query: never answer it (no loops)
             return None
-        cache = self.fresh_cache(proto == "tcp")
-        hit = cache.get(bytes(data[2:]))
+        tcp = proto == "tcp"
+        hit = (self.tcp_cache if tcp else self.udp_cache).get(bytes(data[2:]))
         if hit is not None:
             packed, series = hit
             series.observe(time.perf_counter() - started)
@@ -129,19 +140,22 @@ class DnsHandler:
             if (opt.ttl >> 16) & 0xFF != 0:  # EDNS version other than 0
                 reply = self._reply(query, Answer(RCODE.NOERROR), ext_rcode=RCODE_BADVERS >> 4)
                 return self._finish(reply, query, proto, family, qtype, "BADVERS", ".", started, udp_size)[0]
+        deps: set[Dep] = set()
         if q.qclass not in (QCLASS_IN, QCLASS_ANY):
             answer = Answer(RCODE.REFUSED, forward=True)
         else:
-            answer = self.resolver.resolve(str(q.qname), q.qtype)
+            self.index.recording = deps
+            try:
+                answer = self.resolver.resolve(str(q.qname), q.qtype)
+            finally:
+                self.index.recording = None
         if (answer.forward or answer.chase) and self.upstream is not None and q.qclass == QCLASS_IN:
             return Pending(query, data, proto, family, qtype, started, udp_size, answer)
         reply = self._reply(query, answer)
         rcode = RCODE.get(answer.rcode, str(answer.rcode))
         packed, series = self._finish(reply, query, proto, family, qtype, rcode, answer.zone, started, udp_size)
         if not answer.forward and not answer.chase:
-            if len(cache) >= self.cache_max:
-                cache.clear()
-            cache[bytes(data[2:])] = (packed[2:], series)
+            self._remember(tcp, bytes(data[2:]), (packed[2:], series), deps)
         return packed
 
     # ---- the asynchronous part ----

@@ -158,7 +158,7 @@ class BatchUdpListener:
             return 0
         started = time.perf_counter()
         handler = self.handler
-        get = handler.fresh_cache(False).get
+        get = handler.udp_cache.get
         hits: list[Any] = []
         hit = hits.append
         for i in range(n):
