@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -228,15 +229,47 @@ def from_pod(args: argparse.Namespace, client: LoadClient) -> dict[str, Any]:
             "pod_dnsmasq_qps": res["dnsmasq"]["qps"], "pod_dnsmasq_p99_ms": res["dnsmasq"]["p99_ms"]}
 
 
-async def create_services(kubeconfig: Path, n: int) -> dict[str, str]:
+async def create_services(kubeconfig: Path, n: int, prefix: str = "svc") -> dict[str, str]:
     ips: dict[str, str] = {}
     async with Client(ClientConfig.from_kubeconfig(kubeconfig)) as c:
         for i in range(n):
             svc = await c.create(SERVICES, {"apiVersion": "v1", "kind": "Service",
-                                            "metadata": {"name": f"svc-{i}", "namespace": "default"},
+                                            "metadata": {"name": f"{prefix}-{i}", "namespace": "default"},
                                             "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
-            ips[f"svc-{i}.default.svc.{D}"] = svc["spec"]["clusterIP"]
+            ips[f"{prefix}-{i}.default.svc.{D}"] = svc["spec"]["clusterIP"]
     return ips
+
+
+class Churn:
+    """Watch events for ours while it is measured: `rate` updates a second of Services outside the
+    query mix (churn-0..9, an annotation each time), from a thread of this process."""
+
+    COUNT = 10
+
+    def __init__(self, kubeconfig: Path, rate: float) -> None:
+        self.kubeconfig = kubeconfig
+        self.rate = rate
+        self.updates = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Churn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    async def _run(self) -> None:
+        async with Client(ClientConfig.from_kubeconfig(self.kubeconfig)) as c:
+            due = time.monotonic()
+            while not self._stop.is_set():
+                patch = {"metadata": {"annotations": {"bench/churn": str(self.updates)}}}
+                await c.patch(SERVICES, f"churn-{self.updates % self.COUNT}", patch, namespace="default")
+                self.updates += 1
+                due += 1 / self.rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
 async def _create_delete(kubeconfig: Path, name: str, delete: bool) -> None:
@@ -296,6 +329,8 @@ def main() -> int:
     ap.add_argument("--client", choices=["dnsperf", "python"], default=None,
                     help="load generator (default: dnsperf when installed, else python)")
     ap.add_argument("--workers", type=int, default=None, help="`nodeagent dns --workers` (default: its own)")
+    ap.add_argument("--churn", type=float, default=0.0, metavar="RATE",
+                    help="also measure ours while RATE Service updates a second (outside the mix) reach its watch")
     ap.add_argument("--cpus", default=None, help="pin both servers to these CPUs (taskset -c), e.g. 1")
     ap.add_argument("--from-pod", action="store_true",
                     help="also measure from a pod of a fresh 1-node local cluster (`nodeagent cluster up`): "
@@ -328,6 +363,8 @@ def main() -> int:
             add_veth(server_ns, client_ns, OURS, CLIENT)
             subprocess.run(["ip", "-n", server_ns, "addr", "add", f"{PEER}/24", "dev", "veth-a"], check=True)
             ips = asyncio.run(create_services(api.kubeconfig, args.services))
+            if args.churn:
+                asyncio.run(create_services(api.kubeconfig, Churn.COUNT, prefix="churn"))
             relay = NetnsRelay(server_ns, ("127.0.0.1", api.port))
             kc = kubeconfig_via(api.kubeconfig, relay.port, work / "kubeconfig-dns")
             ours_log = work / "dns.log"
@@ -353,8 +390,17 @@ def main() -> int:
                 for label, server in (("nodeagent", OURS), ("dnsmasq", PEER)):
                     client.run(client_ns, server, 0.5, args.window)  # warm up (our answer cache too)
                     r[label] = client.run(client_ns, server, args.seconds, args.window)
+                if args.churn:
+                    with Churn(api.kubeconfig, args.churn) as churn:
+                        r["nodeagent_churn"] = client.run(client_ns, OURS, args.seconds, args.window)
+                    r["nodeagent_churn"]["updates_per_s"] = round(churn.updates / args.seconds)
                 rounds.append(r)
             print_table(rounds)
+            if args.churn:
+                for i, r in enumerate(rounds, 1):
+                    c = r["nodeagent_churn"]
+                    print(f"round {i}: nodeagent with {c['updates_per_s']} Service updates/s: {c['qps']} q/s  "
+                          f"p50 {c['p50_ms']:.3f} ms  p99 {c['p99_ms']:.3f} ms  lost {c['lost']}", flush=True)
             gone = delete_to_nxdomain(api.kubeconfig, client_ns, OURS)
             print(f"delete -> NXDOMAIN ms: {gone}", flush=True)
         finally:
@@ -365,7 +411,8 @@ def main() -> int:
             for ns in (client_ns, server_ns):
                 delete_netns(ns)
             api.stop()
-    fig = {f"{srv}_{k}": median_of(rounds, srv, k) for srv in ("nodeagent", "dnsmasq") for k in ("qps", "p50_ms", "p99_ms")}
+    servers = ("nodeagent", "dnsmasq", *(("nodeagent_churn",) if args.churn else ()))
+    fig = {f"{srv}_{k}": median_of(rounds, srv, k) for srv in servers for k in ("qps", "p50_ms", "p99_ms")}
     qps_ratio = fig["nodeagent_qps"] / fig["dnsmasq_qps"]
     p99_ratio = fig["nodeagent_p99_ms"] / fig["dnsmasq_p99_ms"]
     print(f"median of {args.rounds}: nodeagent {fig['nodeagent_qps']:.0f} q/s p99 {fig['nodeagent_p99_ms']:.3f} ms, "
@@ -375,6 +422,7 @@ def main() -> int:
     print(json.dumps({
         "benchmark": "dns", "services": args.services, "seconds": args.seconds, "window": args.window,
         "rounds": args.rounds, "client": client.label, "cpus": args.cpus or "all", "workers": args.workers,
+        "churn_per_s": args.churn,
         **fig, "qps_ratio": round(qps_ratio, 3), "p99_ratio": round(p99_ratio, 3),
         "nodeagent_qps_rounds": [r["nodeagent"]["qps"] for r in rounds],
         "dnsmasq_qps_rounds": [r["dnsmasq"]["qps"] for r in rounds],

@@ -107,6 +107,8 @@ async def test_metrics_and_health(make_dns: Any) -> None:
     assert value(f'coredns_dns_responses_total{{rcode="NXDOMAIN",{srv},zone="cluster.local."}}') == 1
     assert value(f'coredns_dns_responses_total{{rcode="REFUSED",{srv},zone="."}}') == 1
     assert value(f'coredns_dns_request_duration_seconds_count{{{srv},type="A",zone="cluster.local."}}') == 2
+    assert value(f'coredns_dns_request_duration_seconds_bucket{{le="+Inf",{srv},type="A",zone="cluster.local."}}') == 2
+    assert value(f'nodeagent_dns_answer_cache_entries{{{srv}}}') == 2  # web and nope; REFUSED is not cached
     assert (await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz"))[0] == 200
     assert (await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")) == (200, "ok")
 
