@@ -67,7 +67,7 @@ async def run_kubelet(config: KubeletConfig, kubeconfig: str, runtime_endpoint: 
             runtime_endpoint = managed.endpoint
 
     metrics = KubeletMetrics()
-    runtime = InstrumentedRuntime(CRIRuntime(runtime_endpoint, timeout=config.runtime_request_timeout), metrics)
+    runtime = InstrumentedRuntime(CRIRuntime(runtime_endpoint, config.logs_dir, timeout=config.runtime_request_timeout), metrics)
     clock = RealClock()
     client = Client(ClientConfig.from_kubeconfig(kubeconfig), user_agent=f"kubelet/{config.node_name}")
     kubelet = Kubelet(client, runtime, config, clock=clock, metrics=metrics)

@@ -51,3 +51,13 @@ class KubeletConfig:
     @property
     def logs_dir(self) -> str:
         return os.path.join(self.data_dir, "logs", "pods")
+
+
+@dataclass
+class HostInfo:
+    """What the kubelet learns while starting, beyond its flags, shared by its parts: the node IP
+    it reports (status.hostIP, the IP of hostNetwork pods) and the runtime's name (the prefix of
+    containerIDs)."""
+
+    host_ip: str
+    runtime_name: str = "containerd"

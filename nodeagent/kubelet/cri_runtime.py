@@ -1,6 +1,6 @@
 """RuntimeService over the CRI: nodeagent.runtime's RuntimeClient and podconfig builders.
 
-Turns CRI messages into the kubelet's records (model.py). The sandbox's network namespace path
+The one place where a Pod becomes CRI configs (podconfig.sandbox_config / container_config) and CRI messages become the kubelet's records (model.py). The sandbox's network namespace path
 comes from the verbose PodSandboxStatus (containerd's runtime spec lists it; otherwise the pause
 process's /proc/PID/ns/net), which probes use to connect from inside the pod.
 """
@@ -47,12 +47,13 @@ def _netns_from_info(info: dict[str, str]) -> str:
 
 
 class CRIRuntime:
-    def __init__(self, endpoint: str, timeout: float = 30.0) -> None:
+    def __init__(self, endpoint: str, logs_dir: str, timeout: float = 30.0) -> None:
         from nodeagent.runtime.cri import RuntimeClient, pb
 
         self.client = RuntimeClient(endpoint, timeout=timeout)
         self.pb = pb
-        # sandbox_config needs the PodSandboxConfig again at CreateContainer; cache by sandbox id
+        self.logs_dir = logs_dir
+        # CreateContainer needs the sandbox's PodSandboxConfig again: the one cache of it, by sandbox id
         self._sandbox_configs: dict[str, Any] = {}
         # a sandbox's netns never changes: ask for the (large) verbose status only once per sandbox
         self._netns: dict[str, str] = {}
@@ -130,12 +131,18 @@ class CRIRuntime:
             finished_at=s.finished_at / _NS, exit_code=int(s.exit_code), reason=s.reason, message=s.message,
             log_path=s.log_path)
 
+    # --- Pod -> CRI ------------------------------------------------------------------------------
+    def pod_log_directory(self, pod: dict[str, Any]) -> str:
+        from nodeagent.runtime import podconfig
+
+        return podconfig.pod_log_directory(self.logs_dir, pod)
+
     def _sandbox_config(self, pod: dict[str, Any], opts: SandboxOptions) -> Any:
         from nodeagent.runtime import podconfig
 
         dns = {"servers": opts.dns_servers, "searches": opts.dns_searches, "options": opts.dns_options}
-        return podconfig.sandbox_config(pod, log_directory=opts.log_directory, attempt=opts.attempt,
-                                        dns_config=dns, hostname=opts.hostname or None)
+        return podconfig.sandbox_config(pod, log_directory=self.pod_log_directory(pod), attempt=opts.attempt,
+                                        dns_config=dns)
 
     async def run_sandbox(self, pod: dict[str, Any], opts: SandboxOptions) -> str:
         cfg = self._sandbox_config(pod, opts)

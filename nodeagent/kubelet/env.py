@@ -20,6 +20,21 @@ from nodeagent.machinery.quantity import parse_quantity
 ObjectGetter = Callable[[str, str, str], Awaitable[dict[str, Any] | None]]
 
 
+def api_object_getter(client: Any) -> ObjectGetter:
+    """An ObjectGetter reading ConfigMaps and Secrets from the apiserver."""
+    from nodeagent.client import NotFound
+    from nodeagent.machinery.kinds import CONFIGMAPS, SECRETS
+
+    async def get(kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = await client.get(CONFIGMAPS if kind == "configmap" else SECRETS, name, namespace=ns)
+            return obj
+        except NotFound:
+            return None
+
+    return get
+
+
 class ContainerConfigError(Exception):
     """The container cannot be configured yet (a missing ConfigMap, Secret or key)."""
 

@@ -17,7 +17,6 @@ LABEL_POD_NAME = "io.kubernetes.pod.name"
 LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
 
-
 class SandboxState(StrEnum):
     READY = "SANDBOX_READY"
     NOTREADY = "SANDBOX_NOTREADY"
@@ -104,11 +103,10 @@ class ExecResult:
 
 @dataclass
 class SandboxOptions:
-    """What the kubelet resolved for a sandbox beyond the pod spec."""
+    """What the kubelet resolved for a sandbox beyond the pod spec (the runtime service derives
+    the rest of the PodSandboxConfig from the pod: hostname, log directory, labels, ports)."""
 
     attempt: int
-    hostname: str
-    log_directory: str
     dns_servers: list[str] = field(default_factory=list)
     dns_searches: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
@@ -123,12 +121,12 @@ class Mount:
 
 @dataclass
 class ContainerOptions:
-    """What the kubelet resolved for one container: env, mounts, log path, attempt."""
+    """What the kubelet resolved for one container: env, mounts, attempt, the image it found
+    (the runtime service derives the rest of the ContainerConfig: log path, labels)."""
 
     attempt: int
     env: list[tuple[str, str]]
     mounts: list[Mount]
-    log_path: str  # relative to the sandbox's log_directory
     image_ref: str = ""
 
 

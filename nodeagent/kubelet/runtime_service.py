@@ -3,6 +3,11 @@
 cri_runtime.CRIRuntime implements it over the CRI (nodeagent.runtime); the tests' fake CRI
 (tests/helpers/kubelet_fake_cri.py) implements it in memory. Every call is a single CRI call or
 a short fixed sequence of them.
+
+The kubelet hands the service a Pod and what it resolved on the node (SandboxOptions,
+ContainerOptions); all Pod -> CRI translation (PodSandboxConfig, ContainerConfig, labels,
+annotations, the pod's log directory) happens behind it, in one place (upstream keeps it in
+kuberuntime: generatePodSandboxConfig, generateContainerConfig, BuildPodLogsDirectory).
 """
 
 from __future__ import annotations
@@ -37,7 +42,14 @@ class RuntimeService(Protocol):
 
     async def container_status(self, container_id: str) -> Container: ...
 
-    async def run_sandbox(self, pod: dict[str, Any], opts: SandboxOptions) -> str: ...
+    def pod_log_directory(self, pod: dict[str, Any]) -> str:
+        """Where the pod's container logs live (<logs root>/<ns>_<name>_<uid>): each container's
+        attempts are <name>/<attempt>.log in it."""
+        ...
+
+    async def run_sandbox(self, pod: dict[str, Any], opts: SandboxOptions) -> str:
+        """RunPodSandbox; the service keeps the PodSandboxConfig for the sandbox's containers."""
+        ...
 
     async def stop_sandbox(self, sandbox_id: str) -> None: ...
 
@@ -48,7 +60,10 @@ class RuntimeService(Protocol):
         ...
 
     async def create_container(self, sandbox_id: str, pod: dict[str, Any], container: dict[str, Any],
-                               opts: ContainerOptions, sandbox_opts: SandboxOptions) -> str: ...
+                               opts: ContainerOptions, sandbox_opts: SandboxOptions) -> str:
+        """CreateContainer with the sandbox's config as run_sandbox built it; `sandbox_opts` rebuild
+        it only for a sandbox this service did not create (adopted after a kubelet restart)."""
+        ...
 
     async def start_container(self, container_id: str) -> None: ...
 

@@ -186,14 +186,12 @@ class KubeletServer:
         return pod, container
 
     async def container_logs(self, request: web.Request) -> web.StreamResponse:
-        from nodeagent.runtime import podconfig
-
         pod, container = self._find(request)
         q = request.query
         uid = pod["metadata"]["uid"]
         rs = self.k.pleg.cached(uid) or await self.k.pleg.refresh(uid)
         latest = rs.latest(container)
-        log_dir = podconfig.pod_log_directory(self.k.config.logs_dir, pod)
+        log_dir = self.k.runtime.pod_log_directory(pod)
         files = log_files(log_dir, container)
         current = latest.attempt if latest else (files[0][0] if files else -1)
         if _flag(q, "previous"):

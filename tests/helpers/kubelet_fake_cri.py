@@ -19,11 +19,13 @@ from nodeagent.kubelet.model import (
     SandboxOptions,
     SandboxState,
 )
+from nodeagent.runtime import podconfig
 
 
 class FakeRuntime:
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, logs_dir: str = "/var/log/pods") -> None:
         self.clock = clock or FakeClock()
+        self.logs_dir = logs_dir
         self.sandboxes: dict[str, Sandbox] = {}
         self.containers: dict[str, Container] = {}
         self.calls: list[tuple[str, str]] = []
@@ -91,6 +93,9 @@ class FakeRuntime:
             raise KeyError(f"container {container_id} not found")
         return Container(**vars(self.containers[container_id]))
 
+    def pod_log_directory(self, pod: dict[str, Any]) -> str:
+        return podconfig.pod_log_directory(self.logs_dir, pod)
+
     async def run_sandbox(self, pod: dict[str, Any], opts: SandboxOptions) -> str:
         meta = pod["metadata"]
         self._call("RunPodSandbox", meta["uid"])
@@ -135,7 +140,8 @@ class FakeRuntime:
         self.containers[cid] = Container(
             id=cid, pod_uid=pod["metadata"]["uid"], sandbox_id=sandbox_id, name=container["name"],
             attempt=opts.attempt, state=ContainerState.CREATED, created_at=self.clock.now(),
-            image=container.get("image", ""), image_ref=opts.image_ref, log_path=opts.log_path)
+            image=container.get("image", ""), image_ref=opts.image_ref,
+            log_path=podconfig.container_log_path(container["name"], opts.attempt))
         self.container_opts[cid] = opts
         self.container_cmd[cid] = list(container.get("command") or []) + list(container.get("args") or [])
         return cid

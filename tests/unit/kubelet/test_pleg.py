@@ -17,10 +17,10 @@ def _pod(uid: str) -> dict[str, Any]:
 
 async def _run_pod(rt: FakeRuntime, uid: str) -> tuple[str, str]:
     pod = _pod(uid)
-    sopts = SandboxOptions(attempt=0, hostname="h", log_directory="/tmp")
+    sopts = SandboxOptions(attempt=0)
     sid = await rt.run_sandbox(pod, sopts)
     cid = await rt.create_container(sid, pod, pod["spec"]["containers"][0],
-                                    ContainerOptions(attempt=0, env=[], mounts=[], log_path="c/0.log"), sopts)
+                                    ContainerOptions(attempt=0, env=[], mounts=[]), sopts)
     await rt.start_container(cid)
     return sid, cid
 

@@ -1,0 +1,45 @@
+"""SyncPod over the fake CRI: how often one sync lists the runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nodeagent.kubelet.pod_workers import PodWorker
+from tests.helpers.kubelet_env import Harness, make_harness, make_pod
+
+OLD = "nodeagent.local/toolbox:1"
+
+
+def lists(h: Harness) -> tuple[int, int]:
+    """(ListPodSandbox, ListContainers) calls since the last clear."""
+    return len(h.runtime.calls_of("ListPodSandbox")), len(h.runtime.calls_of("ListContainers"))
+
+
+async def test_a_sync_lists_the_runtime_once_and_once_more_after_changes(tmp_path: Any) -> None:
+    # The kubelet is not started: no PLEG relists, no informer, only the syncs this test runs.
+    h = make_harness(str(tmp_path))
+    pod = await h.create(make_pod("counted", [{"name": "a", "image": OLD}, {"name": "b", "image": OLD}]))
+    w = PodWorker(pod["metadata"]["uid"], pod)
+
+    h.runtime.calls.clear()
+    await h.kubelet.sync(w)  # sandbox and two containers
+    assert lists(h) == (2, 2)
+    assert len(h.runtime.calls_of("RunPodSandbox")) == 1 and len(h.runtime.calls_of("StartContainer")) == 2
+
+    h.runtime.calls.clear()
+    await h.kubelet.sync(w)  # nothing to do: the read before the plan only
+    assert lists(h) == (1, 1)
+    assert not h.runtime.calls_of("CreateContainer") and not h.runtime.calls_of("StopContainer")
+
+
+async def test_a_failed_sandbox_lists_once(tmp_path: Any) -> None:
+    h = make_harness(str(tmp_path))
+    pod = await h.create(make_pod("sbfail-count"))
+    w = PodWorker(pod["metadata"]["uid"], pod)
+    h.runtime.fail_next["RunPodSandbox"] = RuntimeError("no IP addresses available")
+    h.runtime.calls.clear()
+    with pytest.raises(RuntimeError):
+        await h.kubelet.sync(w)
+    assert lists(h) == (1, 1)
