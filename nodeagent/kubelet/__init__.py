@@ -8,7 +8,7 @@ Modules, in the order a pod meets them:
     pod_workers.py        one serialized worker per pod: wake-ups, periodic syncs, retries, the end
     sync.py               SyncPod: one runtime read, the plan, then upstream's numbered steps
     actions.py            the pure plan: compute_pod_actions(pod, runtime status) -> PodActions
-                          (sandbox changes, restarts, init containers)
+                          (sandbox changes, restarts, container hash changes, init containers)
     containers.py         start a container (back-off, image, env, mounts), kill one, kill a pod
     termination.py        graceful termination and delete confirmation; teardown of removed pods
     status_manager.py     the status written after a sync (probe results, waiting reasons,
@@ -23,5 +23,6 @@ Modules, in the order a pod meets them:
                           the node resolved as input; cri_runtime.py implements it over
                           nodeagent.runtime and is the only module that turns Pods into CRI configs
                           (the tests' fake CRI implements it in memory)
-    model.py, metrics.py, instrumented.py, config.py   records, metrics, settings (the clock is nodeagent/clock.py)
+    model.py, metrics.py, instrumented.py, config.py   records (and the container hash),
+                          metrics, settings (the clock is nodeagent/clock.py)
 """

@@ -2,7 +2,7 @@
 
 compute_pod_actions is pure (no I/O, no clock): given the Pod, its runtime status and the failed
 probes it returns PodActions, which sync.py executes in numbered steps. The decisions follow
-upstream's kuberuntime_manager.go computePodActions / podSandboxChanged /
+upstream's kuberuntime_manager.go computePodActions / podSandboxChanged / containerChanged /
 findNextInitContainerToRun and kubecontainer.ShouldContainerBeRestarted.
 """
 
@@ -11,14 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeagent.kubelet.model import Container, ContainerState, PodRuntimeStatus, SandboxState
+from nodeagent.kubelet.model import Container, ContainerState, PodRuntimeStatus, SandboxState, hash_container
 
 
 @dataclass
 class KillInfo:
     name: str
-    message: str
+    message: str  # the Killing event's message, as upstream's killContainer records it
     reason: str = ""  # e.g. "Unhealthy" for a failed probe
+    spec_changed: bool = False  # killed for a new definition: its restart starts a fresh back-off
 
 
 @dataclass
@@ -80,6 +81,13 @@ def should_container_be_restarted(name: str, pod: dict[str, Any], status: PodRun
     if policy == "OnFailure" and c.exit_code == 0:
         return False
     return True
+
+
+def container_changed(container: dict[str, Any], c: Container) -> bool:
+    """containerChanged: the running container was created from another definition (its hash
+    annotation differs from the spec's). A record without the annotation is not compared: the
+    kubelet always writes it, so only a hand-built record lacks it."""
+    return bool(c.hash) and c.hash != hash_container(container)
 
 
 def sandbox_changed(pod: dict[str, Any], status: PodRuntimeStatus) -> tuple[bool, int, str]:
@@ -165,7 +173,8 @@ def compute_pod_actions(pod: dict[str, Any], status: PodRuntimeStatus,
         return actions
 
     keep = 0
-    for name in app_names:
+    for container in spec.get("containers") or []:
+        name = container["name"]
         c = status.latest(name)
         if c is None or c.state != ContainerState.RUNNING:
             if should_container_be_restarted(name, pod, status):
@@ -174,17 +183,22 @@ def compute_pod_actions(pod: dict[str, Any], status: PodRuntimeStatus,
                     actions.containers_to_kill[c.id] = KillInfo(
                         name, "Container is in unknown state, try killing it before restart")
             continue
-        if name in liveness_failed:
+        changed = container_changed(container, c)
+        restart = should_restart_on_failure(pod)
+        if changed:
+            # Restart whatever the restart policy: the container spec changed (upstream).
+            message, reason, restart = f"Container {name} definition changed", "", True
+        elif name in liveness_failed:
             message, reason = f"Container {name} failed liveness probe", "Unhealthy"
         elif name in startup_failed:
             message, reason = f"Container {name} failed startup probe", "Unhealthy"
         else:
             keep += 1
             continue
-        if should_restart_on_failure(pod):
+        if restart:
             message += ", will be restarted"
             actions.containers_to_start.append(name)
-        actions.containers_to_kill[c.id] = KillInfo(name, message, reason)
+        actions.containers_to_kill[c.id] = KillInfo(name, message, reason, spec_changed=changed)
 
     if keep == 0 and not actions.containers_to_start:
         actions.kill_pod = True

@@ -46,6 +46,11 @@ class Backoff:
         e = self._entries.get(key)
         return e.delay if e else 0.0
 
+    def forget(self, key: str) -> None:
+        """Start `key` afresh (upstream keys the back-off by the container's hash, so a container
+        restarted for a new definition has no back-off history)."""
+        self._entries.pop(key, None)
+
     def forget_prefix(self, prefix: str) -> None:
         for k in [k for k in self._entries if k.startswith(prefix)]:
             del self._entries[k]

@@ -1,6 +1,7 @@
 """RuntimeService over the CRI: nodeagent.runtime's RuntimeClient and podconfig builders.
 
-The one place where a Pod becomes CRI configs (podconfig.sandbox_config / container_config) and CRI messages become the kubelet's records (model.py). The sandbox's network namespace path
+The one place where a Pod becomes CRI configs (podconfig.sandbox_config / container_config,
+with the kubelet's container hash) and CRI messages become the kubelet's records (model.py). The sandbox's network namespace path
 comes from the verbose PodSandboxStatus (containerd's runtime spec lists it; otherwise the pause
 process's /proc/PID/ns/net), which probes use to connect from inside the pod.
 """
@@ -12,6 +13,7 @@ import logging
 from typing import Any
 
 from nodeagent.kubelet.model import (
+    ANNOTATION_CONTAINER_HASH,
     LABEL_CONTAINER_NAME,
     LABEL_POD_NAME,
     LABEL_POD_NAMESPACE,
@@ -24,6 +26,7 @@ from nodeagent.kubelet.model import (
     Sandbox,
     SandboxOptions,
     SandboxState,
+    hash_container,
 )
 
 log = logging.getLogger(__name__)
@@ -73,7 +76,7 @@ class CRIRuntime:
             id=c.id, pod_uid=labels.get(LABEL_POD_UID, ""), sandbox_id=c.pod_sandbox_id,
             name=labels.get(LABEL_CONTAINER_NAME, c.metadata.name), attempt=int(c.metadata.attempt),
             state=ContainerState(self.pb.ContainerState.Name(c.state)), created_at=c.created_at / _NS,
-            image=c.image.image, image_ref=c.image_ref)
+            image=c.image.image, image_ref=c.image_ref, hash=dict(c.annotations).get(ANNOTATION_CONTAINER_HASH, ""))
 
     # --- RuntimeService --------------------------------------------------------------------------
     async def version(self) -> tuple[str, str]:
@@ -129,7 +132,7 @@ class CRIRuntime:
             state=ContainerState(self.pb.ContainerState.Name(s.state)), created_at=s.created_at / _NS,
             image=s.image.image, image_ref=s.image_ref, started_at=s.started_at / _NS,
             finished_at=s.finished_at / _NS, exit_code=int(s.exit_code), reason=s.reason, message=s.message,
-            log_path=s.log_path)
+            log_path=s.log_path, hash=dict(s.annotations).get(ANNOTATION_CONTAINER_HASH, ""))
 
     # --- Pod -> CRI ------------------------------------------------------------------------------
     def pod_log_directory(self, pod: dict[str, Any]) -> str:
@@ -181,7 +184,7 @@ class CRIRuntime:
         mounts = [{"container_path": m.container_path, "host_path": m.host_path, "readonly": m.readonly}
                   for m in opts.mounts]
         cfg = podconfig.container_config(pod, container, attempt=opts.attempt, env=opts.env, mounts=mounts,
-                                         image=opts.image_ref or None)
+                                         image=opts.image_ref or None, spec_hash=hash_container(container))
         cid = await self.client.create_container(sandbox_id, cfg, sb_cfg)
         return str(cid)
 

@@ -7,8 +7,11 @@ cri_runtime.py turns CRI messages into them, and the fake CRI in the tests build
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 # Labels the kubelet puts on every sandbox and container (upstream's names, pkg/kubelet/types/labels.go)
 # so that a restarted kubelet can adopt what it finds.
@@ -16,6 +19,25 @@ LABEL_POD_UID = "io.kubernetes.pod.uid"
 LABEL_POD_NAME = "io.kubernetes.pod.name"
 LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
+# The hash of the container's spec at creation (kuberuntime/labels.go containerHashLabel): the
+# plan compares it with the spec's current hash and restarts the container when they differ.
+ANNOTATION_CONTAINER_HASH = "io.kubernetes.container.hash"
+
+_FNV32_OFFSET, _FNV32_PRIME = 0x811C9DC5, 0x01000193
+
+
+def hash_container(container: Mapping[str, Any]) -> str:
+    """kubecontainer.HashContainer: FNV-32a of the JSON of the fields a running container cannot
+    follow without a restart, in hex. Upstream hashes only name and image (pickFieldsToHash):
+    image is the one container field the apiserver lets a Pod update change, and hashing the
+    whole spec would restart every container whenever defaulting adds a field."""
+    data = json.dumps({"image": str(container.get("image", "")), "name": str(container.get("name", ""))},
+                      sort_keys=True, separators=(",", ":")).encode()
+    h = _FNV32_OFFSET
+    for b in data:
+        h = ((h ^ b) * _FNV32_PRIME) & 0xFFFFFFFF
+    return f"{h:x}"
+
 
 class SandboxState(StrEnum):
     READY = "SANDBOX_READY"
@@ -61,6 +83,7 @@ class Container:
     reason: str = ""
     message: str = ""
     log_path: str = ""
+    hash: str = ""  # ANNOTATION_CONTAINER_HASH as created; "" when the runtime record has none
 
 
 @dataclass
@@ -122,7 +145,7 @@ class Mount:
 @dataclass
 class ContainerOptions:
     """What the kubelet resolved for one container: env, mounts, attempt, the image it found
-    (the runtime service derives the rest of the ContainerConfig: log path, labels)."""
+    (the runtime service derives the rest of the ContainerConfig: log path, labels, hash)."""
 
     attempt: int
     env: list[tuple[str, str]]

@@ -108,8 +108,10 @@ class PodSyncer:
 
     async def _step_kill_containers(self, w: PodWorker, pod: dict[str, Any], rs: PodRuntimeStatus,
                                     actions: PodActions) -> tuple[bool, PodRuntimeStatus]:
-        """Step 3: kill the containers that must go (a failed probe, unknown state)."""
+        """Step 3: kill the containers that must go (a new definition, a failed probe, unknown state)."""
         for cid, info in actions.containers_to_kill.items():
+            if info.spec_changed:
+                self.backoff.forget(f"{w.uid}/{info.name}")
             await self.containers.kill_container(pod, cid, info.name, info.message, grace_period(pod))
         if not actions.containers_to_kill:
             return False, rs

@@ -70,7 +70,10 @@ nodeagent.runtime.podconfig (pure functions, no I/O; Pod is a plain JSON dict)
                      env=[(name, value)] or [{"name":, "value":}],
                      mounts=[pb.Mount or dict(container_path, host_path, readonly)],
                      restart_count=None (= attempt), image=None (overrides container.image, e.g. with
-                     the id ImageStatus/PullImage gave), oom_score_adj=None) -> pb.ContainerConfig
+                     the id ImageStatus/PullImage gave), oom_score_adj=None,
+                     spec_hash=None (the io.kubernetes.container.hash annotation; default
+                     container_hash(container); the kubelet passes the hash its plan compares))
+                     -> pb.ContainerConfig
     port_mappings(pod) -> every declared container port (host_port 0 when unset), as upstream
     namespace_options(pod), linux_resources(container), container_hash(container) -> hex
     container_log_path(container_name, attempt) -> "<name>/<attempt>.log" (relative to the

@@ -215,8 +215,9 @@ def sandbox_config(
 # ---------------------------------------------------------------------------- containers
 
 def container_hash(container: Mapping[str, Any]) -> str:
-    """A stable hash of the container's spec (hex), stored as an annotation so the kubelet can
-    tell when the spec changed and the container must be restarted."""
+    """A stable hash of the container's whole spec (hex): the hash annotation of callers that
+    pass none. The kubelet passes its own (nodeagent.kubelet.model.hash_container, the fields
+    upstream hashes) and compares it in its plan."""
     canonical = json.dumps(container, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -232,12 +233,12 @@ def container_labels(pod: Mapping[str, Any], container: Mapping[str, Any]) -> di
 
 
 def container_annotations(
-    pod: Mapping[str, Any], container: Mapping[str, Any], restart_count: int
+    pod: Mapping[str, Any], container: Mapping[str, Any], restart_count: int, spec_hash: str | None = None
 ) -> dict[str, str]:
     md = _meta(pod)
     spec = _spec(pod)
     ann = {
-        CONTAINER_HASH_ANNOTATION: container_hash(container),
+        CONTAINER_HASH_ANNOTATION: spec_hash if spec_hash is not None else container_hash(container),
         CONTAINER_RESTART_COUNT_ANNOTATION: str(restart_count),
         CONTAINER_TERMINATION_MESSAGE_PATH_ANNOTATION:
             str(container.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH),
@@ -333,10 +334,12 @@ def container_config(
     restart_count: int | None = None,
     image: str | None = None,
     oom_score_adj: int | None = None,
+    spec_hash: str | None = None,
 ) -> pb.ContainerConfig:
     """The ContainerConfig for CreateContainer. `env` is already resolved by the caller (values
     from ConfigMaps, the downward API, service links); `mounts` are host paths the caller
-    prepared; `image` overrides container.image (e.g. with the id PullImage returned)."""
+    prepared; `image` overrides container.image (e.g. with the id PullImage returned);
+    `spec_hash` is the hash annotation (default container_hash(container))."""
     name = str(container["name"])
     if restart_count is None:
         restart_count = attempt
@@ -352,7 +355,7 @@ def container_config(
         envs=_env(env),
         mounts=_mounts(mounts),
         labels=container_labels(pod, container),
-        annotations=container_annotations(pod, container, restart_count),
+        annotations=container_annotations(pod, container, restart_count, spec_hash),
         log_path=container_log_path(name, restart_count),
         stdin=bool(container.get("stdin", False)),
         stdin_once=bool(container.get("stdinOnce", False)),

@@ -40,6 +40,12 @@ def make_pod(name: str, containers: list[dict[str, Any]] | None = None, **spec: 
     }
 
 
+def with_image(pod: dict[str, Any], name: str, image: str) -> dict[str, Any]:
+    """A copy of the pod with container `name` on another image (`kubectl set image`)."""
+    containers = [{**c, "image": image} if c["name"] == name else c for c in pod["spec"]["containers"]]
+    return {**pod, "spec": {**pod["spec"], "containers": containers}}
+
+
 @dataclass
 class Harness:
     client: FakeClient

@@ -18,6 +18,7 @@ from nodeagent.kubelet.model import (
     Sandbox,
     SandboxOptions,
     SandboxState,
+    hash_container,
 )
 from nodeagent.runtime import podconfig
 
@@ -78,7 +79,7 @@ class FakeRuntime:
         # As CRI ListContainers: no exit code, reason or times beyond creation.
         return [Container(id=c.id, pod_uid=c.pod_uid, sandbox_id=c.sandbox_id, name=c.name,
                           attempt=c.attempt, state=c.state, created_at=c.created_at, image=c.image,
-                          image_ref=c.image_ref)
+                          image_ref=c.image_ref, hash=c.hash)
                 for c in self.containers.values() if pod_uid in (None, c.pod_uid)]
 
     async def sandbox_status(self, sandbox_id: str) -> Sandbox:
@@ -141,7 +142,7 @@ class FakeRuntime:
             id=cid, pod_uid=pod["metadata"]["uid"], sandbox_id=sandbox_id, name=container["name"],
             attempt=opts.attempt, state=ContainerState.CREATED, created_at=self.clock.now(),
             image=container.get("image", ""), image_ref=opts.image_ref,
-            log_path=podconfig.container_log_path(container["name"], opts.attempt))
+            log_path=podconfig.container_log_path(container["name"], opts.attempt), hash=hash_container(container))
         self.container_opts[cid] = opts
         self.container_cmd[cid] = list(container.get("command") or []) + list(container.get("args") or [])
         return cid

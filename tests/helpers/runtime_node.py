@@ -112,6 +112,15 @@ def stop_node(node: Node) -> None:
         delete_netns(node.netns)
 
 
+def tag_image(node: Node, source: str, target: str) -> None:
+    """Give an image the node's containerd holds a second fully-qualified name (there is no
+    registry to pull another from): the CRI then has two images of the same id."""
+    from nodeagent.runtime.images import CRI_NAMESPACE
+
+    subprocess.run(["ctr", "--address", node.socket, "--namespace", CRI_NAMESPACE, "images", "tag", "--force",
+                    source, target], check=True, capture_output=True, text=True, timeout=30)
+
+
 def make_pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
     uid = f"uid-{secrets.token_hex(6)}"
     return {"apiVersion": "v1", "kind": "Pod",

@@ -123,6 +123,44 @@ async def test_failing_liveness_restarts_and_bumps_restart_count(kn: KubeletNode
     await client.delete(PODS, name, namespace="default")
 
 
+async def test_set_image_restarts_that_container_with_the_new_image(kn: KubeletNode, client: Client) -> None:
+    """`kubectl set image pod/NAME c=IMG` on a running pod: the kubelet sees the container's hash
+    annotation differ from the spec's, kills it ("definition changed") and starts it from IMG."""
+    from nodeagent.kubelet.model import ANNOTATION_CONTAINER_HASH, hash_container
+    from nodeagent.runtime.cri import RuntimeClient, pb
+    from tests.helpers.runtime_node import tag_image
+
+    assert kn.node is not None
+    second = "nodeagent.local/toolbox:set-image"
+    tag_image(kn.node, TOOLBOX, second)
+    p = await client.create(PODS, pod(kn, "setimg", [sleeper(), sleeper("side")]))
+    name = p["metadata"]["name"]
+    first = cstatus(await wait_until(lambda: _ready(client, name), what="pod Ready", kn=kn))
+    side = cstatus(await get(client, name), "side")
+
+    kn.kubectl("set", "image", f"pod/{name}", f"c={second}")
+
+    async def restarted() -> dict[str, Any] | None:
+        cur = await get(client, name)
+        cs = cstatus(cur)
+        done = cs.get("restartCount") == 1 and cs["image"] == second and "running" in cs["state"]
+        return cur if done and cond(cur, "Ready") == "True" else None
+    cur = await wait_until(restarted, what="c restarted with the new image", kn=kn)
+    cs = cstatus(cur)
+    assert cs["containerID"] != first["containerID"] and cs["lastState"]["terminated"]["exitCode"] in (137, 143)
+    assert cstatus(cur, "side")["containerID"] == side["containerID"] and cstatus(cur, "side")["restartCount"] == 0
+    # containerd runs the new container from the new definition
+    async with RuntimeClient(kn.node.endpoint) as rt:
+        st = await rt.container_status(cs["containerID"].split("://", 1)[1])
+    assert st.status.state == pb.CONTAINER_RUNNING and int(st.status.metadata.attempt) == 1
+    assert dict(st.status.annotations)[ANNOTATION_CONTAINER_HASH] == hash_container({"name": "c", "image": second})
+    from nodeagent.machinery.kinds import EVENTS
+    evs = (await client.list(EVENTS, namespace="default"))["items"]
+    assert [e["message"] for e in evs if e["involvedObject"]["name"] == name and e["reason"] == "Killing"] \
+        == ["Container c definition changed, will be restarted"]
+    await client.delete(PODS, name, namespace="default")
+
+
 async def test_readiness_flips_ready(kn: KubeletNode, client: Client) -> None:
     web = {"name": "web", "image": TOOLBOX, "command": ["/bin/web", "8080"],
            "ports": [{"name": "http", "containerPort": 8080}],

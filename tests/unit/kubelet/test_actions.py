@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from nodeagent.kubelet.actions import compute_pod_actions
-from nodeagent.kubelet.model import Container, ContainerState, PodRuntimeStatus, Sandbox, SandboxState
+from nodeagent.kubelet.model import (
+    Container,
+    ContainerState,
+    PodRuntimeStatus,
+    Sandbox,
+    SandboxState,
+    hash_container,
+)
 
 UID = "uid-1"
 
@@ -160,3 +168,57 @@ def test_deleting_pod_starts_nothing() -> None:
 def test_latest_attempt_decides() -> None:
     st = status(sandbox(), ctr("a", EXIT, 1, attempt=0), ctr("a", RUN, attempt=1), ctr("b", RUN))
     assert compute_pod_actions(pod(), st).is_noop()
+
+
+# --- containerChanged: the hash of the spec a container was created from ------------------------
+
+def made_from(c: Container, image: str) -> Container:
+    """The record as the runtime holds it: the hash of the spec it was created with."""
+    return replace(c, hash=hash_container({"name": c.name, "image": image}))
+
+
+def test_hash_covers_what_upstream_hashes_name_and_image() -> None:
+    base = {"name": "a", "image": "img", "command": ["sleep", "1"]}
+    assert hash_container(base) == hash_container({**base, "command": ["other"], "env": [{"name": "X"}]})
+    assert hash_container(base) != hash_container({**base, "image": "img:2"})
+    assert hash_container(base) != hash_container({**base, "name": "b"})
+    assert hash_container(base) == hash_container(dict(reversed(list(base.items()))))
+
+
+def test_running_containers_of_the_current_spec_are_kept() -> None:
+    st = status(sandbox(), made_from(ctr("a", RUN), "img"), made_from(ctr("b", RUN), "img"))
+    assert compute_pod_actions(pod(), st).is_noop()
+
+
+def test_changed_image_kills_and_restarts_that_container_only() -> None:
+    st = status(sandbox(), made_from(ctr("a", RUN), "old"), made_from(ctr("b", RUN), "img"))
+    a = compute_pod_actions(pod(), st)
+    assert a.containers_to_start == ["a"] and list(a.containers_to_kill) == ["a-0"]
+    info = a.containers_to_kill["a-0"]
+    assert info.message == "Container a definition changed, will be restarted"
+    assert info.spec_changed and info.reason == ""
+    assert not a.kill_pod and not a.create_sandbox
+
+
+def test_changed_image_restarts_whatever_the_restart_policy() -> None:
+    for policy in ("Never", "OnFailure"):
+        st = status(sandbox(), made_from(ctr("a", RUN), "old"), made_from(ctr("b", RUN), "img"))
+        a = compute_pod_actions(pod(policy), st)
+        assert a.containers_to_start == ["a"] and a.containers_to_kill["a-0"].spec_changed, policy
+
+
+def test_definition_change_wins_over_a_failed_probe() -> None:
+    st = status(sandbox(), made_from(ctr("a", RUN), "old"), made_from(ctr("b", RUN), "img"))
+    a = compute_pod_actions(pod("Never"), st, liveness_failed={"a"})
+    assert a.containers_to_kill["a-0"].message == "Container a definition changed, will be restarted"
+    assert a.containers_to_start == ["a"]
+
+
+def test_exited_container_of_an_old_spec_follows_its_restart_policy() -> None:
+    st = status(sandbox(), made_from(ctr("a", EXIT, 0), "old"), made_from(ctr("b", RUN), "img"))
+    assert compute_pod_actions(pod("Never"), st).is_noop()
+    assert compute_pod_actions(pod("Always"), st).containers_to_start == ["a"]
+
+
+def test_a_record_without_a_hash_is_not_compared() -> None:
+    assert compute_pod_actions(pod(), status(sandbox(), ctr("a", RUN), ctr("b", RUN))).is_noop()

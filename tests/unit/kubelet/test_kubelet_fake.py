@@ -1,5 +1,5 @@
 """The kubelet's pod lifecycle over FakeClient and the fake CRI: start, restart, back-off,
-restart policies, init containers, env, deletion, adoption after a restart, orphans."""
+restart policies, init containers, env, deletion, adoption after a restart, orphans, a new image."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from nodeagent.kubelet.model import ContainerState
-from nodeagent.machinery.kinds import CONFIGMAPS, PODS, SECRETS
-from tests.helpers.kubelet_env import Harness, make_harness, make_pod, wait_for
+from nodeagent.machinery.kinds import CONFIGMAPS, EVENTS, PODS, SECRETS
+from tests.helpers.kubelet_env import Harness, make_harness, make_pod, wait_for, with_image
+
+TOOLBOX_1, TOOLBOX_2 = "nodeagent.local/toolbox:1", "nodeagent.local/toolbox:2"
 
 
 def _isdir(p: str) -> bool:
@@ -320,3 +322,30 @@ async def test_big_logs_are_rotated_and_reopened(tmp_path: object) -> None:
         assert any(n.startswith("0.log.") for n in os.listdir(os.path.dirname(live)))
     finally:
         await h.kubelet.stop()
+
+
+async def test_set_image_restarts_the_container_with_the_new_image(h: Harness) -> None:
+    """`kubectl set image pod/x c=TOOLBOX_2`: the container is killed ("definition changed"), started
+    again from TOOLBOX_2 at once (no back-off), its restartCount grows and the status shows TOOLBOX_2."""
+    await h.create(make_pod("setimg", [{"name": "c", "image": TOOLBOX_1}, {"name": "side", "image": TOOLBOX_1}],
+                            restartPolicy="Never"))
+    await wait_for(lambda: h.condition("setimg", "Ready") == "True", what="Ready")
+    pod = h.pod("setimg")
+    assert pod is not None
+    uid = pod["metadata"]["uid"]
+    first = h.runtime.running(uid, "c")
+    side = h.runtime.running(uid, "side")
+    assert first is not None and side is not None
+    # an earlier crash left a back-off entry: a new definition does not wait for it
+    h.kubelet.backoff.next(f"{uid}/c", h.clock.now())
+
+    await h.client.update(PODS, with_image(pod, "c", TOOLBOX_2), namespace="default")
+    new = await wait_for(lambda: (c := h.runtime.running(uid, "c")) and c.image == TOOLBOX_2 and c, what="c restarted")
+    assert new.attempt == 1 and h.runtime.containers[first.id].state == ContainerState.EXITED
+    await wait_for(lambda: h.cstatus("setimg").get("restartCount") == 1 and h.cstatus("setimg")["image"] == TOOLBOX_2
+                   and "running" in h.cstatus("setimg")["state"], what="status with the new image")
+    assert h.cstatus("setimg", "side")["restartCount"] == 0 and h.runtime.running(uid, "side") == side
+    await h.kubelet.recorder.flush()
+    killing = [e["message"] for e in h.client.objects(EVENTS)
+               if e["reason"] == "Killing" and e["involvedObject"]["name"] == "setimg"]
+    assert killing == ["Container c definition changed, will be restarted"]

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from nodeagent.kubelet.pod_workers import PodWorker
-from tests.helpers.kubelet_env import Harness, make_harness, make_pod
+from tests.helpers.kubelet_env import Harness, make_harness, make_pod, with_image
 
-OLD = "nodeagent.local/toolbox:1"
+OLD, NEW = "nodeagent.local/toolbox:1", "nodeagent.local/toolbox:2"
 
 
 def lists(h: Harness) -> tuple[int, int]:
@@ -32,6 +32,18 @@ async def test_a_sync_lists_the_runtime_once_and_once_more_after_changes(tmp_pat
     await h.kubelet.sync(w)  # nothing to do: the read before the plan only
     assert lists(h) == (1, 1)
     assert not h.runtime.calls_of("CreateContainer") and not h.runtime.calls_of("StopContainer")
+
+    h.runtime.calls.clear()
+    w.pod = with_image(pod, "a", NEW)
+    await h.kubelet.sync(w)  # kill and restart a: its stop is re-read by id, not relisted
+    assert lists(h) == (2, 2)
+    assert h.runtime.calls_of("CreateContainer") == ["a"] and len(h.runtime.calls_of("StopContainer")) == 1
+
+    uid = w.uid
+    a = h.runtime.running(uid, "a")
+    assert a is not None and a.image == NEW and a.attempt == 1
+    b = h.runtime.running(uid, "b")
+    assert b is not None and b.image == OLD and b.attempt == 0
 
 
 async def test_a_failed_sandbox_lists_once(tmp_path: Any) -> None:
