@@ -1,8 +1,8 @@
-"""Defaulting and kind-specific validation, as upstream's pkg/apis/*/v1/defaults.go and the
-registry strategies (PrepareForCreate/PrepareForUpdate, Validate).
+"""Defaulting and kind-specific validation, as upstream's pkg/apis/*/v1/defaults.go and
+pkg/apis/*/validation; the kinds' strategies (registry/strategies/) call them.
 
-Every function mutates the object it is given (a private copy) and returns a list of causes
-(field, reason type, message) for a 422 Invalid.
+default_* functions change the object they are given (a private copy); validate_* functions
+return a list of causes (field, reason type, message) for a 422 Invalid.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def default_pod_spec(spec: Obj) -> None:
             v["hostPath"].setdefault("type", "")
 
 
-def _qos_class(spec: Obj) -> str:
+def qos_class(spec: Obj) -> str:
     """pkg/apis/core/helper/qos: Guaranteed if every container's requests == limits for cpu and
     memory, BestEffort if nothing is set, else Burstable."""
     containers = [c for c in _l(spec, "containers") + _l(spec, "initContainers") if isinstance(c, dict)]
@@ -200,13 +200,6 @@ def validate_pod_spec(spec: Any, path: str) -> list[Cause]:
     return causes
 
 
-def prepare_pod_create(pod: Obj, toleration_seconds: dict[str, int] | None = None) -> list[Cause]:
-    spec = _d(pod, "spec")
-    default_pod_admission(spec, toleration_seconds)
-    pod["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
-    return validate_pod_spec(spec, "spec")
-
-
 def default_pod_admission(spec: Obj, toleration_seconds: dict[str, int] | None = None) -> None:
     """Defaults plus what upstream's admission plugins add to every pod; applied on update too, so
     a `kubectl replace` of the original manifest is not a forbidden spec change."""
@@ -279,7 +272,14 @@ def _validate_selector(spec: Obj, path: str) -> list[Cause]:
     return []
 
 
-def prepare_deployment(obj: Obj) -> list[Cause]:
+def validate_workload(obj: Obj) -> list[Cause]:
+    """A Deployment's, ReplicaSet's or DaemonSet's selector and pod template."""
+    spec = obj.get("spec") or {}
+    return _validate_selector(spec, "spec") + validate_pod_spec((spec.get("template") or {}).get("spec"),
+                                                                  "spec.template.spec")
+
+
+def default_deployment(obj: Obj) -> None:
     spec = _d(obj, "spec")
     spec.setdefault("replicas", 1)
     strategy = _d(spec, "strategy")
@@ -292,20 +292,16 @@ def prepare_deployment(obj: Obj) -> list[Cause]:
     spec.setdefault("progressDeadlineSeconds", 600)
     spec.setdefault("minReadySeconds", 0)
     _default_template(spec)
-    causes = _validate_selector(spec, "spec")
-    causes += validate_pod_spec(spec["template"].get("spec"), "spec.template.spec")
-    return causes
 
 
-def prepare_replicaset(obj: Obj) -> list[Cause]:
+def default_replicaset(obj: Obj) -> None:
     spec = _d(obj, "spec")
     spec.setdefault("replicas", 1)
     spec.setdefault("minReadySeconds", 0)
     _default_template(spec)
-    return _validate_selector(spec, "spec") + validate_pod_spec(spec["template"].get("spec"), "spec.template.spec")
 
 
-def prepare_daemonset(obj: Obj) -> list[Cause]:
+def default_daemonset(obj: Obj) -> None:
     spec = _d(obj, "spec")
     us = _d(spec, "updateStrategy")
     us.setdefault("type", "RollingUpdate")
@@ -316,10 +312,9 @@ def prepare_daemonset(obj: Obj) -> list[Cause]:
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("minReadySeconds", 0)
     _default_template(spec)
-    return _validate_selector(spec, "spec") + validate_pod_spec(spec["template"].get("spec"), "spec.template.spec")
 
 
-def prepare_job(obj: Obj, uid: str) -> list[Cause]:
+def default_job(obj: Obj, uid: str) -> None:
     spec = _d(obj, "spec")
     spec.setdefault("parallelism", 1)
     if "completions" not in spec:
@@ -346,6 +341,11 @@ def prepare_job(obj: Obj, uid: str) -> list[Cause]:
     tspec = _d(tpl, "spec")
     tspec.setdefault("restartPolicy", "Never")  # no upstream default: validation demands one; be kind
     _default_template(spec)
+
+
+def validate_job(obj: Obj) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    tspec = (spec.get("template") or {}).get("spec") or {}
     causes = _validate_selector(spec, "spec") + validate_pod_spec(tspec, "spec.template.spec")
     if tspec.get("restartPolicy") not in ("Never", "OnFailure"):
         causes.append(("spec.template.spec.restartPolicy", "FieldValueNotSupported",
@@ -355,7 +355,7 @@ def prepare_job(obj: Obj, uid: str) -> list[Cause]:
 
 # --- others ------------------------------------------------------------------------------------
 
-def prepare_namespace(obj: Obj) -> list[Cause]:
+def default_namespace(obj: Obj) -> None:
     spec = _d(obj, "spec")
     spec.setdefault("finalizers", ["kubernetes"])
     obj["status"] = {"phase": "Active"}
@@ -363,12 +363,6 @@ def prepare_namespace(obj: Obj) -> list[Cause]:
     if isinstance(name, str) and name:
         # Upstream stamps the immutable name label (NamespaceDefaultLabelName).
         _d(_d(obj, "metadata"), "labels")["kubernetes.io/metadata.name"] = name
-    return []
-
-
-def prepare_secret(obj: Obj) -> list[Cause]:
-    obj.setdefault("type", "Opaque")
-    return []
 
 
 def validate_data_maps(obj: Obj) -> list[Cause]:
@@ -380,14 +374,12 @@ def validate_data_maps(obj: Obj) -> list[Cause]:
     return causes
 
 
-def prepare_secret_data(obj: Obj) -> list[Cause]:
+def fold_string_data(obj: Obj) -> None:
     """stringData is write-only: merged into data base64-encoded (upstream conversion)."""
     import base64
 
-    causes = validate_data_maps(obj)
     sd = obj.pop("stringData", None)
-    if isinstance(sd, dict) and not causes:
+    if isinstance(sd, dict):
         data = _d(obj, "data")
         for k, v in sd.items():
             data[k] = base64.b64encode(str(v).encode()).decode()
-    return causes

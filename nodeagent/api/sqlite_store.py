@@ -31,18 +31,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from nodeagent.api.store import (
-    Entry,
-    Event,
-    Expired,
-    KeyExists,
-    KeyNotFound,
-    Obj,
-    RevisionConflict,
-    WatchStream,
-)
+from nodeagent.api.memory_store import MemoryStore
+from nodeagent.api.store import Entry, Event
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +48,6 @@ CREATE TABLE IF NOT EXISTS kv(
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 """
 
-_TYPE_CODE = {"ADDED": "ADDED", "MODIFIED": "MODIFIED", "DELETED": "DELETED"}
-
-
-def encode(obj: Obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class _Write:
@@ -80,22 +67,19 @@ class _Compact:
         self.fut = fut
 
 
-class SqliteStore:
+class SqliteStore(MemoryStore):
+    """MemoryStore made durable: reads come from memory, every write is committed to SQLite
+    before it is acknowledged and published."""
+
     def __init__(self, path: Path, *, compaction_window: int = 10000, compact_interval: float = 60.0,
                  sync: str = "normal", max_watch_backlog: int = 100000,
                  observe: Callable[[str, float], None] | None = None) -> None:
+        super().__init__(max_watch_backlog=max_watch_backlog)
         self.path = path
         self.compaction_window = compaction_window
         self.compact_interval = compact_interval
         self.sync = sync
-        self.max_watch_backlog = max_watch_backlog
         self._observe = observe or (lambda op, seconds: None)
-        self._objs: dict[str, dict[str, dict[str, Entry]]] = {}
-        self._history: dict[str, deque[Event]] = {}
-        self._watchers: dict[str, set[WatchStream]] = {}
-        self._rev = 0
-        self._published = 0
-        self._compacted = 0
         self._q: queue.SimpleQueue[_Write | _Compact | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,22 +89,7 @@ class SqliteStore:
         self._ckpt_stop = threading.Event()
         self.checkpoint_interval = 1.0
         self.wal_truncate_frames = 16384  # about 64 MiB of 4 KiB pages
-        self.failed: BaseException | None = None
         self._lock: IO[str] | None = None
-
-    # --- lifecycle -------------------------------------------------------------------------
-    @property
-    def revision(self) -> int:
-        return self._rev
-
-    @property
-    def committed_revision(self) -> int:
-        """Every event at or below this revision has been published to watchers."""
-        return self._published
-
-    @property
-    def compacted_revision(self) -> int:
-        return self._compacted
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -183,9 +152,7 @@ class SqliteStore:
                 await self._compactor
             except asyncio.CancelledError:
                 pass
-        for streams in list(self._watchers.values()):
-            for s in list(streams):
-                s.close()
+        self.close_watches()
         if self._thread:
             self._q.put(None)
             await asyncio.to_thread(self._thread.join)
@@ -201,133 +168,21 @@ class SqliteStore:
             self._lock.close()
             self._lock = None
 
-    # --- memory ----------------------------------------------------------------------------
-    def _put(self, e: Entry) -> None:
-        self._objs.setdefault(e.resource, {}).setdefault(e.namespace, {})[e.name] = e
-
-    def _remove(self, resource: str, ns: str, name: str) -> None:
-        by_ns = self._objs.get(resource, {})
-        names = by_ns.get(ns)
-        if names is not None:
-            names.pop(name, None)
-            if not names:
-                del by_ns[ns]
-
-    def _current(self, resource: str, ns: str, name: str) -> Entry | None:
-        return self._objs.get(resource, {}).get(ns, {}).get(name)
-
-    def count(self, resource: str) -> int:
-        return sum(len(v) for v in self._objs.get(resource, {}).values())
-
-    def resources(self) -> list[str]:
-        return list(self._objs)
-
-    # --- reads -----------------------------------------------------------------------------
-    async def get(self, resource: str, namespace: str, name: str) -> Entry | None:
-        return self._current(resource, namespace, name)
-
-    async def list(self, resource: str, namespace: str | None) -> tuple[list[Entry], int]:
-        by_ns = self._objs.get(resource, {})
-        if namespace is not None:
-            names = by_ns.get(namespace, {})
-            return [names[n] for n in sorted(names)], self._rev
-        out: builtins.list[Entry] = []
-        for ns in sorted(by_ns):
-            names = by_ns[ns]
-            out.extend(names[n] for n in sorted(names))
-        return out, self._rev
-
-    def history(self, resource: str, after: int) -> builtins.list[Event]:
-        if after < self._compacted:
-            raise Expired(after, self._compacted)
-        hist = self._history.get(resource)
-        if not hist:
-            return []
-        if hist[0].rev > after:
-            return list(hist)
-        # Binary search on the deque (revisions ascend).
-        lo, hi = 0, len(hist)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if hist[mid].rev <= after:
-                lo = mid + 1
-            else:
-                hi = mid
-        return [hist[i] for i in range(lo, len(hist))]
-
-    def watch(self, resource: str, after: int) -> WatchStream:
-        events = self.history(resource, after)  # raises Expired before subscribing
-        stream = WatchStream(resource, after, self._unsubscribe, self.max_watch_backlog)
-        self._watchers.setdefault(resource, set()).add(stream)
-        for ev in events:
-            stream.offer(ev)
-        return stream
-
-    def _unsubscribe(self, stream: WatchStream) -> None:
-        self._watchers.get(stream.resource, set()).discard(stream)
-
-    # --- writes ----------------------------------------------------------------------------
-    def _next(self, obj: Obj) -> tuple[int, bytes]:
-        if self.failed is not None:
-            raise RuntimeError(f"storage failed: {self.failed}")
-        self._rev += 1
-        obj.setdefault("metadata", {})["resourceVersion"] = str(self._rev)
-        return self._rev, encode(obj)
-
+    # --- writes: memory at once, published after COMMIT -------------------------------------
     async def _commit(self, ev: Event, prev_raw: bytes | None) -> None:
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
         self._q.put(_Write(ev, prev_raw, fut))
         await asyncio.shield(fut)
 
-    async def create(self, resource: str, namespace: str, name: str, obj: Obj) -> Entry:
-        if self._current(resource, namespace, name) is not None:
-            raise KeyExists(f"{resource}/{namespace}/{name}")
-        rev, raw = self._next(obj)
-        e = Entry(resource, namespace, name, rev, obj, raw)
-        self._put(e)
-        await self._commit(Event("ADDED", rev, resource, namespace, name, obj, raw, None), None)
-        return e
-
-    async def update(self, resource: str, namespace: str, name: str, obj: Obj,
-                     expected_rev: int) -> Entry:
-        cur = self._current(resource, namespace, name)
-        if cur is None:
-            raise KeyNotFound(f"{resource}/{namespace}/{name}")
-        if cur.rev != expected_rev:
-            raise RevisionConflict(cur.rev)
-        rev, raw = self._next(obj)
-        e = Entry(resource, namespace, name, rev, obj, raw)
-        self._put(e)
-        await self._commit(Event("MODIFIED", rev, resource, namespace, name, obj, raw, cur.obj), cur.raw)
-        return e
-
-    async def delete(self, resource: str, namespace: str, name: str,
-                     expected_rev: int | None) -> Entry:
-        cur = self._current(resource, namespace, name)
-        if cur is None:
-            raise KeyNotFound(f"{resource}/{namespace}/{name}")
-        if expected_rev is not None and cur.rev != expected_rev:
-            raise RevisionConflict(cur.rev)
-        # The DELETED event carries the last state with the delete's revision, as upstream.
-        obj = json.loads(cur.raw)
-        rev, raw = self._next(obj)
-        self._remove(resource, namespace, name)
-        e = Entry(resource, namespace, name, rev, obj, raw)
-        await self._commit(Event("DELETED", rev, resource, namespace, name, obj, raw, cur.obj), cur.raw)
-        return e
-
     # --- compaction ------------------------------------------------------------------------
     async def compact(self, revision: int) -> None:
         """Forget history at or below `revision` (memory at once, disk in the writer)."""
-        revision = min(revision, self._rev)
-        if revision <= self._compacted:
+        compacted = self._compact_memory(revision)
+        if compacted is None:
             return
+        revision = compacted
         assert self._loop is not None
-        self._compacted = revision
-        for hist in self._history.values():
-            while hist and hist[0].rev <= revision:
-                hist.popleft()
         fut: asyncio.Future[None] = self._loop.create_future()
         self._q.put(_Compact(revision, fut))
         await fut
@@ -434,17 +289,3 @@ class SqliteStore:
                     item.fut.set_result(None)
                 else:
                     item.fut.set_exception(RuntimeError(f"storage commit failed: {err}"))
-
-    def _publish(self, ev: Event) -> None:
-        self._published = max(self._published, ev.rev)
-        if ev.rev > self._compacted:
-            self._history.setdefault(ev.resource, deque()).append(ev)
-        for stream in list(self._watchers.get(ev.resource, ())):
-            stream.offer(ev)
-
-    @property
-    def watcher_count(self) -> int:
-        return sum(len(s) for s in self._watchers.values())
-
-    def snapshot_info(self) -> dict[str, Any]:
-        return {"revision": self._rev, "compacted": self._compacted, "watchers": self.watcher_count}

@@ -1,0 +1,59 @@
+"""Admission: the ordered plugins every write passes after authentication and authorization and
+before storage (ARCHITECTURE.md practice 14; upstream k8s.io/apiserver/pkg/admission).
+
+The registry calls the chain at upstream's two points: `admit` (mutating) on the incoming object
+before the kind's strategy prepares and validates it, `validate` on the prepared object right before
+the write. A plugin refuses by raising an errors.ApiError (403 Forbidden for policy, 422 for a bad
+value). Built-in plugins (NodeRestriction, LimitRanger, ResourceQuota ...) are added to
+`ApiServer.admission`; with no plugin the chain costs one truth test per write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from nodeagent.machinery.kinds import Kind
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class Attributes:
+    """What a plugin may look at (upstream admission.Attributes)."""
+
+    operation: str  # CREATE | UPDATE | DELETE
+    kind: Kind
+    namespace: str
+    name: str
+    subresource: str | None
+    obj: Obj | None  # the object to be stored (None for DELETE); admit may change it in place
+    old: Obj | None  # the stored object (None for CREATE)
+    user: Any  # nodeagent.api.tokens.UserInfo, or None for the apiserver's own writes
+    dry_run: bool
+
+
+class Plugin(Protocol):
+    name: str
+
+    async def admit(self, attrs: Attributes) -> None:
+        """Mutating admission: change attrs.obj, or raise ApiError to refuse."""
+
+    async def validate(self, attrs: Attributes) -> None:
+        """Validating admission: raise ApiError to refuse; must not change anything."""
+
+
+class Chain:
+    def __init__(self, plugins: list[Plugin] | None = None) -> None:
+        self.plugins: list[Plugin] = list(plugins or [])
+
+    def __bool__(self) -> bool:
+        return bool(self.plugins)
+
+    async def admit(self, attrs: Attributes) -> None:
+        for p in self.plugins:
+            await p.admit(attrs)
+
+    async def validate(self, attrs: Attributes) -> None:
+        for p in self.plugins:
+            await p.validate(attrs)
