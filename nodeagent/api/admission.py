@@ -10,6 +10,7 @@ value). Built-in plugins (NodeRestriction, LimitRanger, ResourceQuota ...) are a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,3 +58,22 @@ class Chain:
     async def validate(self, attrs: Attributes) -> None:
         for p in self.plugins:
             await p.validate(attrs)
+
+
+class NamespaceAutoProvision:
+    """Create the namespace of an object being created when it does not exist yet (upstream
+    plugin/pkg/admission/namespace/autoprovision). Off in `nodeagent apiserver`, as upstream's
+    default; the unit tests' fake client turns it on, so set-up does not have to create every
+    namespace first while everything else keeps the server's rules."""
+
+    name = "NamespaceAutoProvision"
+
+    def __init__(self, ensure_namespace: Callable[[str], Awaitable[None]]) -> None:
+        self._ensure = ensure_namespace
+
+    async def admit(self, attrs: Attributes) -> None:
+        if attrs.operation == "CREATE" and attrs.kind.namespaced and attrs.namespace and not attrs.dry_run:
+            await self._ensure(attrs.namespace)
+
+    async def validate(self, attrs: Attributes) -> None:
+        pass

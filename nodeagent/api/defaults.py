@@ -201,9 +201,8 @@ def validate_pod_spec(spec: Any, path: str) -> list[Cause]:
 
 
 def default_pod_admission(spec: Obj, toleration_seconds: dict[str, int] | None = None) -> None:
-    """Defaults plus what upstream's admission plugins add to every pod; applied on update too, so
-    a `kubectl replace` of the original manifest is not a forbidden spec change."""
-    default_pod_spec(spec)
+    """What upstream's admission plugins add to every new pod (DefaultTolerationSeconds, Priority,
+    ServiceAccount)."""
     # DefaultTolerationSeconds admission: tolerate not-ready/unreachable for a while (300 s).
     tols = spec.get("tolerations")
     if not isinstance(tols, list):
@@ -218,6 +217,17 @@ def default_pod_admission(spec: Obj, toleration_seconds: dict[str, int] | None =
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     spec.setdefault("serviceAccountName", "default")
     spec.setdefault("serviceAccount", spec["serviceAccountName"])
+
+
+_ADMITTED = ("tolerations", "priority", "preemptionPolicy", "serviceAccountName", "serviceAccount")
+
+
+def keep_admitted_fields(new_spec: Obj, old_spec: Obj) -> None:
+    """On update, what admission added to the pod at its creation and the client left out is kept,
+    so a `kubectl replace` of the original manifest is not a forbidden spec change."""
+    for f in _ADMITTED:
+        if f not in new_spec and f in old_spec:
+            new_spec[f] = old_spec[f]
 
 
 # Pod spec fields that may change after creation (upstream ValidatePodUpdate).
@@ -358,7 +368,6 @@ def validate_job(obj: Obj) -> list[Cause]:
 def default_namespace(obj: Obj) -> None:
     spec = _d(obj, "spec")
     spec.setdefault("finalizers", ["kubernetes"])
-    obj["status"] = {"phase": "Active"}
     name = (obj.get("metadata") or {}).get("name")
     if isinstance(name, str) and name:
         # Upstream stamps the immutable name label (NamespaceDefaultLabelName).

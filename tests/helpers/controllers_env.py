@@ -7,11 +7,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from nodeagent.client.fake import FakeClient
 from nodeagent.clock import FakeClock
 from nodeagent.controllers.base import Context, Controller, Options, SharedInformers
 from nodeagent.controllers.objects import rfc3339
 from nodeagent.machinery.kinds import PODS, Kind
+from tests.helpers.fake_client import FakeClient
 
 
 class Env:

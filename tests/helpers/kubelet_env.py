@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nodeagent.client.fake import FakeClient
 from nodeagent.clock import FakeClock
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.kubelet import Kubelet
 from nodeagent.machinery.kinds import EVENTS, PODS
+from tests.helpers.fake_client import FakeClient
 from tests.helpers.kubelet_fake_cri import FakeRuntime
 
 NODE = "node-a"

@@ -123,7 +123,6 @@ class GenericStore:
         gen_name = meta.get("generateName")
         if not meta.get("name") and isinstance(gen_name, str) and gen_name:
             meta["name"] = gen_name[:58] + random_suffix()
-        await self._check_namespace(ns)
         for k in ("resourceVersion", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(k, None)
         managed = meta.pop("__managedFields", None)
@@ -134,8 +133,9 @@ class GenericStore:
         if self.strategy.generation:
             meta["generation"] = 1
         name = meta["name"] if isinstance(meta.get("name"), str) else ""
+        await self._admit("admit", "CREATE", ctx, ns, name, obj, None)
+        await self._check_namespace(ns)  # after mutating admission, as upstream's NamespaceLifecycle
         try:
-            await self._admit("admit", "CREATE", ctx, ns, name, obj, None)
             causes = await self.strategy.check_create(obj, ctx)
             if causes:
                 raise errors.invalid(kind.kind, kind.group, name, causes)

@@ -40,8 +40,7 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 async def ensure_system_namespaces(reg: Registry) -> None:
     for ns in SYSTEM_NAMESPACES:
-        if await reg.store.get("namespaces", "", ns) is None:
-            await reg.create(kinds.NAMESPACES, None, {"metadata": {"name": ns}})
+        await reg.ensure_namespace(ns)
 
 
 async def ensure_kubernetes_service(reg: Registry, secure_port: int) -> None:

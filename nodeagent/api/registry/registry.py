@@ -21,7 +21,7 @@ from nodeagent.api.registry.strategy import Shared, Strategy
 from nodeagent.api.registry.watch import WatchSession
 from nodeagent.api.store import Entry, Store
 from nodeagent.clock import RealClock, SleepingClock
-from nodeagent.machinery.kinds import PODS, Kind
+from nodeagent.machinery.kinds import NAMESPACES, PODS, Kind
 
 Obj = dict[str, Any]
 
@@ -85,6 +85,15 @@ class Registry:
 
     async def close(self) -> None:
         await self.loops.stop()
+
+    async def ensure_namespace(self, name: str) -> None:
+        """Create namespace `name` unless it exists."""
+        if await self.store.get("namespaces", "", name) is None:
+            try:
+                await self.create(NAMESPACES, None, {"metadata": {"name": name}})
+            except errors.ApiError as e:
+                if e.reason != "AlreadyExists":
+                    raise
 
     async def expire_events(self, now: datetime.datetime | None = None) -> int:
         return await self.loops.events.expire(now)

@@ -4,8 +4,9 @@ RESTUpdateStrategy, RESTDeleteStrategy and the Store's hooks (pkg/registry/*/str
 The generic store (generic.py) calls these methods in a fixed order and does the rest itself
 (metadata bookkeeping, optimistic concurrency, finalizers, dry runs, storage, watch):
 
-  create:  check_create = validate_metadata -> prepare_for_create -> validate -> canonicalize
-  update:  check_update = prepare_for_update -> validate_metadata -> validate_update -> canonicalize
+  create:  check_create = validate_metadata -> default -> prepare_for_create -> validate -> canonicalize
+  update:  check_update = prepare_for_update -> default -> validate_metadata -> validate_update
+           -> canonicalize
            (status subresource: prepare_for_status_update only)
   delete:  check_delete, grace_period, holds_deletion, prepare_for_delete; a deleting object whose
            last finalizer went is removed by the update when deletion_complete says so
@@ -64,14 +65,19 @@ class Strategy:
     async def check_create(self, obj: Obj, ctx: WriteContext) -> list[Cause]:
         """Default and validate a new object; the causes of a 422 (empty when valid)."""
         causes = validate_metadata(obj.get("metadata"), self.name_rule)
+        self.default(obj)
         self.prepare_for_create(obj, ctx)
         causes += self.validate(obj, ctx)
         if not causes:
             self.canonicalize(obj)
         return causes
 
+    def default(self, obj: Obj) -> None:
+        """Fill in defaults (upstream's SetDefaults_*, applied to every object written, so also to
+        objects the unit tests' fake client seeds)."""
+
     def prepare_for_create(self, obj: Obj, ctx: WriteContext) -> None:
-        """Defaults, and the status a new object starts with."""
+        """The status a new object starts with, and what else a create resets."""
 
     def validate(self, obj: Obj, ctx: WriteContext) -> list[Cause]:
         return []
@@ -82,6 +88,7 @@ class Strategy:
     # --- update ------------------------------------------------------------------------------
     async def check_update(self, new: Obj, old: Obj, ctx: WriteContext) -> list[Cause]:
         self.prepare_for_update(new, old, ctx)
+        self.default(new)
         raw = new.get("metadata")
         meta: Obj = raw if isinstance(raw, dict) else {}
         name = (old.get("metadata") or {}).get("name", "")
@@ -92,7 +99,7 @@ class Strategy:
         return causes
 
     def prepare_for_update(self, new: Obj, old: Obj, ctx: WriteContext) -> None:
-        """What the main resource may not change (the status, when it has a subresource), defaults."""
+        """What the main resource may not change (the status, when it has a subresource)."""
         if self.status_subresource:
             if "status" in old:
                 new["status"] = old["status"]

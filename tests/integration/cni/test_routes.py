@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from nodeagent.client import Informer
-from nodeagent.client.fake import FakeClient
 from nodeagent.cni.routes import HostGw, NetlinkRoutes, RouteSyncer, Vxlan
 from nodeagent.cni.routewatch import RouteWatcher
 from nodeagent.machinery.kinds import NODES
 from nodeagent.netns import nsenter_argv
 from tests.helpers.cni_node import cni_node, connect_to_switch, ns_run
+from tests.helpers.fake_client import FakeClient
 
 pytestmark = pytest.mark.root
 

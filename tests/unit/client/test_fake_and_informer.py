@@ -2,9 +2,9 @@ import asyncio
 
 import pytest
 
-from nodeagent.client import AlreadyExists, Conflict, Expired, Informer, NotFound
-from nodeagent.client.fake import FakeClient
-from nodeagent.machinery.kinds import PODS, SERVICES
+from nodeagent.client import AlreadyExists, ApiError, Conflict, Expired, Informer, Invalid, NotFound
+from nodeagent.machinery.kinds import DEPLOYMENTS, PODS, SERVICES
+from tests.helpers.fake_client import FakeClient
 
 
 def pod(name: str, **labels: str) -> dict:
@@ -12,22 +12,56 @@ def pod(name: str, **labels: str) -> dict:
             "spec": {"containers": [{"name": "c", "image": "i"}]}}
 
 
+def deployment(name: str) -> dict:
+    return {"metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "i"}]}}}}
+
+
+SVC_SPEC = {"ports": [{"port": 80}]}
+
+
 async def test_fake_create_update_conflict_and_generation() -> None:
+    # The fake is the apiserver's registry: generation counts spec changes of the kinds whose
+    # strategy says so (Deployments), not of Pods; status goes through the status subresource only.
     c = FakeClient()
-    p = await c.create(PODS, pod("a"))
-    assert p["metadata"]["resourceVersion"] == "1" and p["metadata"]["generation"] == 1
+    d = await c.create(DEPLOYMENTS, deployment("d"))
+    assert d["metadata"]["generation"] == 1 and int(d["metadata"]["resourceVersion"]) > 0
     with pytest.raises(AlreadyExists):
-        await c.create(PODS, pod("a"))
-    p["spec"]["containers"][0]["image"] = "j"
-    p2 = await c.update(PODS, p)
-    assert p2["metadata"]["generation"] == 2
+        await c.create(DEPLOYMENTS, deployment("d"))
+    d["spec"]["replicas"] = 3
+    d2 = await c.update(DEPLOYMENTS, d)
+    assert d2["metadata"]["generation"] == 2
     with pytest.raises(Conflict):
-        await c.update(PODS, p)  # stale resourceVersion
-    s = dict(p2, status={"phase": "Running"})
-    p3 = await c.update_status(PODS, s)
-    assert p3["metadata"]["generation"] == 2 and p3["status"]["phase"] == "Running"
+        await c.update(DEPLOYMENTS, d)  # stale resourceVersion
+    d3 = await c.update_status(DEPLOYMENTS, dict(d2, status={"replicas": 3}))
+    assert d3["metadata"]["generation"] == 2 and d3["status"]["replicas"] == 3
+    p = await c.create(PODS, pod("a"))
+    assert "generation" not in p["metadata"] and p["status"]["phase"] == "Pending"
+    p["spec"]["containers"][0]["image"] = "j"
+    assert "generation" not in (await c.update(PODS, p))["metadata"]
+    with pytest.raises(Invalid):  # the real validation: a pod needs containers
+        await c.create(PODS, {"metadata": {"name": "bad"}, "spec": {}})
     with pytest.raises(NotFound):
         await c.get(PODS, "zzz", "default")
+    assert [a.verb for a in c.actions][:3] == ["create", "create", "update"]
+
+
+async def test_fake_delete_follows_the_server_rules() -> None:
+    c = FakeClient()
+    done = dict(pod("done"), spec={**pod("done")["spec"], "nodeName": "n1"})
+    await c.create(PODS, done)
+    await c.update_status(PODS, dict(await c.get(PODS, "done", "default"), status={"phase": "Succeeded"}))
+    await c.delete(PODS, "done", "default")  # terminal pods go at once, bound or not
+    with pytest.raises(NotFound):
+        await c.get(PODS, "done", "default")
+    await c.create(DEPLOYMENTS, deployment("d"))
+    orphaned = await c.delete(DEPLOYMENTS, "d", "default", propagation_policy="Orphan")
+    assert orphaned["metadata"]["finalizers"] == ["orphan"] and orphaned["metadata"]["deletionTimestamp"]
+    c.fail_next("delete", "deployments")
+    with pytest.raises(ApiError):
+        await c.delete(DEPLOYMENTS, "d", "default")
 
 
 async def test_fake_graceful_pod_delete_and_binding() -> None:
@@ -60,7 +94,7 @@ async def test_fake_watch_replay_and_selector_transition() -> None:
 
 async def test_informer_caches_and_relists_after_expiry() -> None:
     c = FakeClient()
-    await c.create(SERVICES, {"metadata": {"name": "s1", "namespace": "default"}, "spec": {}})
+    await c.create(SERVICES, {"metadata": {"name": "s1", "namespace": "default"}, "spec": SVC_SPEC})
     added, deleted = [], []
     inf = Informer(c, SERVICES)
     inf.add_handlers(on_add=lambda o: added.append(o["metadata"]["name"]),
@@ -69,7 +103,7 @@ async def test_informer_caches_and_relists_after_expiry() -> None:
     try:
         await inf.wait_synced(2)
         assert inf.get("default/s1") is not None and added == ["s1"]
-        await c.create(SERVICES, {"metadata": {"name": "s2", "namespace": "default"}, "spec": {}})
+        await c.create(SERVICES, {"metadata": {"name": "s2", "namespace": "default"}, "spec": SVC_SPEC})
         for _ in range(50):
             if "s2" in added:
                 break

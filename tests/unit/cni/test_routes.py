@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 from nodeagent.client import Informer
-from nodeagent.client.fake import FakeClient
 from nodeagent.cni.routes import HostGw, RouteSyncer, Vxlan, desired_routes, vtep_mac
 from nodeagent.machinery.kinds import NODES
+from tests.helpers.fake_client import FakeClient
 
 
 def node(name: str, cidr: str | None, ip: str | None) -> dict[str, Any]:

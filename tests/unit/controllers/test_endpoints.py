@@ -74,10 +74,8 @@ async def test_slices_and_endpoints_follow_pods(env: Env) -> None:
         "notReadyAddresses": [{"ip": "10.244.1.3", "nodeName": "n1",
                                "targetRef": {"kind": "Pod", "namespace": "default", "name": "b", "uid": "uid-b"}}],
     }]
-    # a pod starts terminating: serving stays, ready goes; Endpoints drops it
-    a = next(p for p in env.objects(PODS) if p["metadata"]["name"] == "a")
-    a["metadata"]["deletionTimestamp"] = "2027-01-01T00:00:00Z"
-    await env.client.update(PODS, a)
+    # a pod starts terminating (deleted while bound: graceful): serving stays, ready goes; Endpoints drops it
+    await env.client.delete(PODS, "a")
     await env.settle()
     eps = {e["targetRef"]["name"]: e for e in slices(env)[0]["endpoints"]}
     assert eps["a"]["conditions"] == {"ready": False, "serving": True, "terminating": True}

@@ -19,14 +19,18 @@ def owned(obj: dict[str, Any], owner: dict[str, Any], kind: str, api: str, block
     return obj
 
 
+TEMPLATE = {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "nodeagent.local/toolbox:1"}]}}
+
+
 def rs(name: str) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {}}}
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": TEMPLATE}}
 
 
 def deploy(name: str) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {}}}
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": TEMPLATE}}
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from nodeagent.client.errors import Conflict
-from nodeagent.client.fake import FakeClient
 from nodeagent.clock import FakeClock
 from nodeagent.controllers.leaderelection import LeaderElectionConfig, LeaderElector
 from nodeagent.machinery.kinds import LEASES
+from tests.helpers.fake_client import FakeClient
 
 
 def elector(client: FakeClient, clock: FakeClock, identity: str) -> LeaderElector:

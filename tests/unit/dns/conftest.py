@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from dnslib import DNSRecord
 
-from nodeagent.client.fake import FakeClient
 from nodeagent.dns.app import DnsApp, DnsOptions
 from nodeagent.machinery.kinds import ENDPOINTSLICES, SERVICES
 from tests.helpers.dns_client import query, send_raw
+from tests.helpers.fake_client import FakeClient
 
 
 @dataclass

@@ -6,11 +6,11 @@ import asyncio
 import urllib.request
 from typing import Any
 
-from nodeagent.client.fake import FakeClient
 from nodeagent.dns.register import Registration, ensure_kube_dns
 from nodeagent.machinery.kinds import ENDPOINTSLICES, NAMESPACES, SERVICES
 from tests.helpers.apiserver import free_port
 from tests.helpers.dns_client import make_query, service
+from tests.helpers.fake_client import FakeClient
 
 D = "cluster.local"
 

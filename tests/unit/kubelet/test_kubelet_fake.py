@@ -170,8 +170,8 @@ async def test_env_from_field_configmap_and_secret(h: Harness) -> None:
 async def test_service_link_variables(h: Harness) -> None:
     from nodeagent.machinery.kinds import NAMESPACES, SERVICES
     await h.client.create(NAMESPACES, {"metadata": {"name": "other"}})
-    await h.client.create(SERVICES, {"metadata": {"name": "kubernetes", "namespace": "default"},
-                                     "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}})
+    h.client.seed(SERVICES, {"metadata": {"name": "kubernetes", "namespace": "default"},  # the apiserver's own
+                             "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]}})
     await h.client.create(SERVICES, {"metadata": {"name": "my-db", "namespace": "default"},
                                      "spec": {"clusterIP": "10.96.5.5", "ports": [{"port": 5432, "protocol": "TCP"}]}})
     await h.client.create(SERVICES, {"metadata": {"name": "elsewhere", "namespace": "other"},
@@ -256,7 +256,7 @@ async def test_restart_adopts_running_pods_and_removes_orphans(tmp_path: object)
     finally:
         await first.kubelet.stop()  # as if killed: nothing is torn down
     # While the kubelet is down, "gone" is removed from the API outright.
-    first.client._objects = {k: v for k, v in first.client._objects.items() if k[2] != "gone"}
+    await first.client.delete(PODS, "gone", "default", grace_period_seconds=0)
     calls_before = len(first.runtime.calls_of("RunPodSandbox")), len(first.runtime.calls_of("CreateContainer"))
 
     from nodeagent.kubelet.kubelet import Kubelet

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from nodeagent.client.fake import FakeClient
 from nodeagent.clock import FakeClock
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.model import ExecResult
 from nodeagent.kubelet.node import NodeStatusManager
 from nodeagent.kubelet.server import KubeletServer
 from nodeagent.machinery.kinds import LEASES, NODES
+from tests.helpers.fake_client import FakeClient
 from tests.helpers.kubelet_env import Harness, make_harness, make_pod, wait_for
 
 

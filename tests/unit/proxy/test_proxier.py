@@ -10,7 +10,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
 from nodeagent.client import Informer
-from nodeagent.client.fake import FakeClient
 from nodeagent.machinery.kinds import ENDPOINTSLICES, NODES, SERVICES
 from nodeagent.proxy.conntrack import ConntrackCleaner
 from nodeagent.proxy.http import metrics_app
@@ -19,6 +18,7 @@ from nodeagent.proxy.iptables.fake import FakeIptables, Packet, Tracer
 from nodeagent.proxy.iptables.proxier import IptablesBackend
 from nodeagent.proxy.metrics import Health
 from nodeagent.proxy.proxier import Proxier
+from tests.helpers.fake_client import FakeClient
 from tests.helpers.proxy_fakes import iptables_proxier
 from tests.helpers.proxy_objects import endpoint, endpoint_slice, node, service
 

@@ -30,6 +30,7 @@ class NamespaceStrategy(Strategy):
 
     def prepare_for_create(self, obj: Obj, ctx: WriteContext) -> None:
         default_namespace(obj)
+        obj["status"] = {"phase": "Active"}
 
     def prepare_for_update(self, new: Obj, old: Obj, ctx: WriteContext) -> None:
         new["status"] = old.get("status")

@@ -9,7 +9,14 @@ import datetime
 from typing import Any
 
 from nodeagent.api import tables as t
-from nodeagent.api.defaults import default_pod_admission, qos_class, validate_pod_spec, validate_pod_update
+from nodeagent.api.defaults import (
+    default_pod_admission,
+    default_pod_spec,
+    keep_admitted_fields,
+    qos_class,
+    validate_pod_spec,
+    validate_pod_update,
+)
 from nodeagent.api.registry.options import DeleteOptions, WriteContext
 from nodeagent.api.registry.strategy import Strategy
 from nodeagent.api.validation import Cause
@@ -88,12 +95,15 @@ _POD_COLS: list[t.Column] = [("Name", "string", 0), ("Ready", "string", 0), ("St
 class PodStrategy(Strategy):
     printer = t.Printer(tuple(_POD_COLS), _pod_row)
 
-    def prepare_for_create(self, obj: Obj, ctx: WriteContext) -> None:
+    def default(self, obj: Obj) -> None:
         spec = obj.get("spec")
         if not isinstance(spec, dict):
             spec = obj["spec"] = {}
-        default_pod_admission(spec, self.shared.default_toleration_seconds)
-        obj["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
+        default_pod_spec(spec)
+
+    def prepare_for_create(self, obj: Obj, ctx: WriteContext) -> None:
+        default_pod_admission(obj["spec"], self.shared.default_toleration_seconds)
+        obj["status"] = {"phase": "Pending", "qosClass": qos_class(obj["spec"])}
 
     def validate(self, obj: Obj, ctx: WriteContext) -> list[Cause]:
         return validate_pod_spec(obj.get("spec"), "spec")
@@ -101,9 +111,7 @@ class PodStrategy(Strategy):
     def prepare_for_update(self, new: Obj, old: Obj, ctx: WriteContext) -> None:
         super().prepare_for_update(new, old, ctx)
         if isinstance(new.get("spec"), dict):
-            # The defaults again, so that a `kubectl replace` of the original manifest is not a
-            # forbidden spec change.
-            default_pod_admission(new["spec"], self.shared.default_toleration_seconds)
+            keep_admitted_fields(new["spec"], old.get("spec") or {})
 
     def validate_update(self, new: Obj, old: Obj, ctx: WriteContext) -> list[Cause]:
         return validate_pod_update(old, new)

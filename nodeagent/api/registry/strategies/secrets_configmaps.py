@@ -37,7 +37,7 @@ class SecretStrategy(Strategy):
     printer = t.Printer((("Name", "string", 0), ("Type", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)),
                         _secret_row)
 
-    def prepare_for_create(self, obj: Obj, ctx: WriteContext) -> None:
+    def default(self, obj: Obj) -> None:
         obj.setdefault("type", "Opaque")
 
     def validate(self, obj: Obj, ctx: WriteContext) -> list[Cause]:
@@ -45,10 +45,6 @@ class SecretStrategy(Strategy):
 
     def canonicalize(self, obj: Obj) -> None:
         fold_string_data(obj)
-
-    def prepare_for_update(self, new: Obj, old: Obj, ctx: WriteContext) -> None:
-        super().prepare_for_update(new, old, ctx)
-        new.setdefault("type", "Opaque")
 
     def validate_update(self, new: Obj, old: Obj, ctx: WriteContext) -> list[Cause]:
         causes = validate_data_maps(new)

@@ -16,7 +16,7 @@ from nodeagent.api.defaults import (
     validate_job,
     validate_workload,
 )
-from nodeagent.api.registry.options import WriteContext, deep_copy
+from nodeagent.api.registry.options import WriteContext, deep_copy, meta_of
 from nodeagent.api.registry.strategy import Strategy
 from nodeagent.api.validation import Cause
 from nodeagent.machinery.selectors import selector_from_match_labels
@@ -85,19 +85,11 @@ class _PodTemplateOwner(Strategy):
     generation = True
     initial_status: ClassVar[Obj] = {}
 
-    def default(self, obj: Obj) -> None:
-        raise NotImplementedError
-
     def prepare_for_create(self, obj: Obj, ctx: WriteContext) -> None:
         obj["status"] = deep_copy(self.initial_status)
-        self.default(obj)
 
     def validate(self, obj: Obj, ctx: WriteContext) -> list[Cause]:
         return validate_workload(obj)
-
-    def prepare_for_update(self, new: Obj, old: Obj, ctx: WriteContext) -> None:
-        super().prepare_for_update(new, old, ctx)
-        self.default(new)
 
     def validate_update(self, new: Obj, old: Obj, ctx: WriteContext) -> list[Cause]:
         causes = validate_workload(new)
@@ -139,16 +131,18 @@ class JobStrategy(Strategy):
     printer = t.Printer((("Name", "string", 0), ("Status", "string", 0), ("Completions", "string", 0),
                          ("Duration", "string", 0), ("Age", "string", 0), *_WORKLOAD_WIDE), _job_row)
 
+    def default(self, obj: Obj) -> None:
+        default_job(obj, (obj.get("metadata") or {}).get("uid", ""))
+
     def prepare_for_create(self, obj: Obj, ctx: WriteContext) -> None:
         obj["status"] = {}
-        default_job(obj, (obj.get("metadata") or {}).get("uid", ""))
 
     def validate(self, obj: Obj, ctx: WriteContext) -> list[Cause]:
         return validate_job(obj)
 
     def prepare_for_update(self, new: Obj, old: Obj, ctx: WriteContext) -> None:
         super().prepare_for_update(new, old, ctx)
-        default_job(new, (old.get("metadata") or {}).get("uid", ""))
+        meta_of(new)["uid"] = (old.get("metadata") or {}).get("uid", "")  # default() selects by it
         if new.get("status") is None:
             new["status"] = {}
 
