@@ -2,18 +2,24 @@
 
 Modules, from the wire inwards:
   command.py        the `apiserver` and `kubeconfig` subcommands
-  server.py         aiohttp app: TLS, authn (tokens.py), authz (authz.py), content negotiation, verbs
+  server.py         aiohttp app, TLS, the request path: authenticate (tokens.py) -> authorize
+                    (authz.py) -> the verb (verbs.py) -> admission (admission.py) -> registry
+  verbs.py          get/list/watch/create/update/patch/delete and subresources; wire.py: request
+                    bodies, options and JSON responses
   requestinfo.py    URL -> (group, version, namespace, resource, name, subresource, verb)
   discovery.py      /api, /apis (legacy and aggregated v2); openapi.py: the OpenAPI v3 kubectl needs
   tables.py         server-side Table output; protobuf.py: kubectl's protobuf request bodies
   kubelet_proxy.py  pods/log, pods/exec, pods/attach and pods/portforward forwarded to the pod's kubelet
-  registry.py       object semantics: defaulting/validation (defaults.py, validation.py), status,
-                    scale and binding subresources, graceful deletion, finalizers, list and watch
+  registry/         object semantics: a generic store and one strategy per kind (registry/__init__.py
+                    says where a new kind goes), subresources, watch, the apiserver's own loops
+  defaults.py, validation.py   defaulting and validation the strategies call
   apply.py          server-side apply (simplified)
-  allocators.py     ClusterIP and NodePort allocation
-  store.py          the Store protocol; sqlite_store.py: the default kine-like SQLite back end
+  allocators.py     ClusterIP and NodePort allocation (bitmaps, one transaction per write)
+  store.py          the Store protocol; memory_store.py (in memory) and sqlite_store.py (the default)
   pki.py, tokens.py, kubeconfig.py, metrics.py, gcpolicy.py, errors.py
 
-Kinds, quantities, selectors and patches live in nodeagent.machinery, shared with the components;
-no component imports this package (cli.py and tests excepted). Keep this file import-free.
+The layers (.importlinter checks them): cli > cluster > the apiserver | the components > runtime >
+client > machinery. This package imports only nodeagent.machinery (kinds, quantities, selectors,
+patches) and the leaf modules (clock); nothing but cli.py, cluster/ and tests imports it. Keep this
+file import-free.
 """

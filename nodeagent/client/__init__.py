@@ -14,12 +14,13 @@ from nodeagent.client.errors import (
 )
 from nodeagent.client.events import EventRecorder, now_rfc3339
 from nodeagent.client.informer import Informer, key_of
+from nodeagent.client.interface import ClientProtocol
 from nodeagent.client.rest import Client, WatchEvent
 from nodeagent.client.selectors import labels_match, parse_label_selector, selector_from_dict
 from nodeagent.client.workqueue import ShutDown, WorkQueue
 
 __all__ = [
-    "AlreadyExists", "ApiError", "BadRequest", "Client", "ClientConfig", "Conflict", "EventRecorder",
+    "AlreadyExists", "ApiError", "BadRequest", "Client", "ClientConfig", "ClientProtocol", "Conflict", "EventRecorder",
     "Expired", "Forbidden", "Informer", "Invalid", "NotFound", "ShutDown", "Unauthorized", "WatchEvent",
     "WorkQueue", "key_of", "labels_match", "now_rfc3339", "parse_label_selector", "selector_from_dict",
 ]

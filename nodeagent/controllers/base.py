@@ -16,6 +16,7 @@ from typing import Any
 from nodeagent.client.errors import Conflict, NotFound
 from nodeagent.client.events import EventRecorder
 from nodeagent.client.informer import Informer
+from nodeagent.client.interface import ClientProtocol
 from nodeagent.client.workqueue import ShutDown, WorkQueue
 from nodeagent.clock import Clock, RealClock
 from nodeagent.controllers.expectations import Expectations
@@ -43,7 +44,7 @@ class Options:
 class SharedInformers:
     """One informer per kind for the whole process, shared by every loop (a SharedInformerFactory)."""
 
-    def __init__(self, client: Any, resync_period: float | None = 60.0) -> None:
+    def __init__(self, client: ClientProtocol, resync_period: float | None = 60.0) -> None:
         self.client = client
         self.resync_period = resync_period
         self._informers: dict[Kind, Informer] = {}
@@ -76,7 +77,7 @@ class SharedInformers:
 
 @dataclass
 class Context:
-    client: Any
+    client: ClientProtocol
     informers: SharedInformers
     options: Options = field(default_factory=Options)
     clock: Clock = field(default_factory=RealClock)

@@ -29,7 +29,7 @@ from nodeagent.controllers.objects import (
     split_key,
     uid_of,
 )
-from nodeagent.controllers.replicaset import claim, pod_from_template
+from nodeagent.controllers.podcontrol import claim, pod_from_template
 from nodeagent.controllers.rollout import scaled_value, template_hash
 from nodeagent.controllers.scheduling import fits_affinity, pod_info
 from nodeagent.controllers.taints import node_taints, untolerated

@@ -31,7 +31,7 @@ from nodeagent.controllers.objects import (
     selector_matches,
     split_key,
 )
-from nodeagent.controllers.replicaset import claim
+from nodeagent.controllers.podcontrol import claim
 from nodeagent.controllers.rollout import (
     DESIRED_REPLICAS,
     HASH_LABEL,

@@ -29,7 +29,7 @@ from nodeagent.controllers.objects import (
     split_key,
     uid_of,
 )
-from nodeagent.controllers.replicaset import pod_from_template
+from nodeagent.controllers.podcontrol import pod_from_template
 from nodeagent.machinery.kinds import JOBS, PODS
 
 Obj = dict[str, Any]

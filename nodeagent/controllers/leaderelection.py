@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodeagent.client.errors import AlreadyExists, ApiError, Conflict, NotFound
+from nodeagent.client.interface import ClientProtocol
 from nodeagent.clock import Clock, RealClock
 from nodeagent.controllers.objects import deep, micro_time
 from nodeagent.machinery.kinds import LEASES
@@ -36,7 +37,7 @@ class LeaderElectionConfig:
 
 
 class LeaderElector:
-    def __init__(self, client: Any, config: LeaderElectionConfig, clock: Clock | None = None) -> None:
+    def __init__(self, client: ClientProtocol, config: LeaderElectionConfig, clock: Clock | None = None) -> None:
         if not config.identity:
             raise ValueError("leader election needs an --identity (unique per instance)")
         self.client = client

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
+from nodeagent.client.interface import ClientProtocol
 from nodeagent.clock import Clock, RealClock
 from nodeagent.controllers.base import Context, Controller, Options, SharedInformers
 from nodeagent.controllers.metrics import Metrics
@@ -38,7 +38,7 @@ def controller_factories() -> dict[str, Callable[[Context], Controller]]:
 
 
 class ControllerManager:
-    def __init__(self, client: Any, options: Options | None = None, clock: Clock | None = None,
+    def __init__(self, client: ClientProtocol, options: Options | None = None, clock: Clock | None = None,
                  metrics: Metrics | None = None, enabled: list[str] | None = None) -> None:
         self.options = options or Options()
         self.informers = SharedInformers(client, resync_period=self.options.resync_period)

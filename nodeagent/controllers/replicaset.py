@@ -1,8 +1,7 @@
 """The ReplicaSet controller: keep spec.replicas pods that match the selector, owned by the set.
 
-Claiming as upstream's PodControllerRefManager: pods we control that no longer match are released,
-matching orphans are adopted (ownerReference with controller=true), pods owned by another controller
-are left alone. Surplus pods are deleted in upstream's order (unscheduled, pending, not ready and
+Pods are claimed as upstream's PodControllerRefManager does (podcontrol.py: released when they stop
+matching, matching orphans adopted, other controllers' pods left alone). Surplus pods are deleted in upstream's order (unscheduled, pending, not ready and
 newest first). Status: replicas, fullyLabeledReplicas, readyReplicas, availableReplicas (ready for
 minReadySeconds) and observedGeneration.
 """
@@ -15,7 +14,6 @@ from typing import Any
 from nodeagent.client.errors import AlreadyExists, ApiError, NotFound
 from nodeagent.controllers.base import Context, PodOwnerController
 from nodeagent.controllers.objects import (
-    controller_ref,
     creation_time,
     deep,
     is_deleting,
@@ -26,14 +24,13 @@ from nodeagent.controllers.objects import (
     meta,
     name_of,
     namespace_of,
-    owner_reference,
     parse_time,
     pod_condition,
-    random_suffix,
     selector_matches,
     split_key,
     uid_of,
 )
+from nodeagent.controllers.podcontrol import claim, pod_from_template
 from nodeagent.machinery.kinds import PODS, REPLICASETS
 
 log = logging.getLogger(__name__)
@@ -48,58 +45,6 @@ def deletion_rank(pod: Obj, now: float) -> tuple[int, int, int, float]:
     phase = {"Pending": 0, "Unknown": 1, "Running": 2}.get((pod.get("status") or {}).get("phase") or "Pending", 0)
     ready = 1 if is_pod_ready(pod) else 0
     return (assigned, phase, ready, -creation_time(pod))
-
-
-def pod_from_template(owner: Obj, template: Obj, owner_kind: Any, name_prefix: str) -> Obj:
-    tmd = template.get("metadata") or {}
-    pod = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": f"{name_prefix}-{random_suffix()}",
-            "namespace": namespace_of(owner),
-            "labels": dict(tmd.get("labels") or {}),
-            "annotations": dict(tmd.get("annotations") or {}),
-            "ownerReferences": [owner_reference(owner, owner_kind)],
-        },
-        "spec": deep(template.get("spec") or {}),
-    }
-    if tmd.get("finalizers"):
-        pod["metadata"]["finalizers"] = list(tmd["finalizers"])
-    return pod
-
-
-async def claim(client: Any, owner: Obj, owner_kind: Any, kind: Any, candidates: list[Obj],
-                selector: Obj | None) -> list[Obj]:
-    """Adopt matching orphans, release non-matching owned objects; return the ones we own."""
-    owned: list[Obj] = []
-    uid = uid_of(owner)
-    for obj in candidates:
-        ref = controller_ref(obj)
-        matches = selector_matches(selector, labels_of(obj))
-        if ref is not None:
-            if ref.get("uid") != uid:
-                continue
-            if matches:
-                owned.append(obj)
-            elif not is_deleting(owner):
-                new = deep(obj)
-                new["metadata"]["ownerReferences"] = [
-                    r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
-                try:
-                    await client.update(kind, new)
-                except NotFound:
-                    pass
-            continue
-        if not matches or is_deleting(owner) or is_deleting(obj):
-            continue
-        new = deep(obj)
-        new["metadata"]["ownerReferences"] = [*(new["metadata"].get("ownerReferences") or []),
-                                              owner_reference(owner, owner_kind)]
-        try:
-            owned.append(await client.update(kind, new))
-        except NotFound:
-            pass
-    return owned
 
 
 class ReplicaSetController(PodOwnerController):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodeagent.client import Informer
+from nodeagent.client.interface import ClientProtocol
 from nodeagent.dns.index import ClusterIndex
 from nodeagent.dns.metrics import Metrics, serve_http
 from nodeagent.dns.register import Registrar, Registration, remove_slice
@@ -39,7 +40,7 @@ class DnsOptions:
 
 
 class DnsApp:
-    def __init__(self, client: Any, opts: DnsOptions) -> None:
+    def __init__(self, client: ClientProtocol, opts: DnsOptions) -> None:
         self.client = client
         self.opts = opts
         self.index = ClusterIndex()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodeagent.client import AlreadyExists, ApiError, Conflict, NotFound
+from nodeagent.client.interface import ClientProtocol
 from nodeagent.dns.index import SERVICE_NAME_LABEL, dashed
 from nodeagent.machinery.kinds import ENDPOINTSLICES, NAMESPACES, SERVICES
 
@@ -92,7 +93,7 @@ def _ports_key(ports: list[Obj]) -> list[tuple[Any, ...]]:
                   for p in ports)
 
 
-async def ensure_namespace(client: Any) -> None:
+async def ensure_namespace(client: ClientProtocol) -> None:
     try:
         await client.get(NAMESPACES, NAMESPACE)
     except NotFound:
@@ -103,7 +104,7 @@ async def ensure_namespace(client: Any) -> None:
             pass
 
 
-async def ensure_service(client: Any, reg: Registration) -> Obj:
+async def ensure_service(client: ClientProtocol, reg: Registration) -> Obj:
     want = desired_service(reg)
     try:
         cur = await client.get(SERVICES, SERVICE, namespace=NAMESPACE)
@@ -134,7 +135,7 @@ async def ensure_service(client: Any, reg: Registration) -> Obj:
     return updated
 
 
-async def ensure_slice(client: Any, reg: Registration, service: Obj | None) -> Obj:
+async def ensure_slice(client: ClientProtocol, reg: Registration, service: Obj | None) -> Obj:
     want = desired_slice(reg, service)
     try:
         cur = await client.get(ENDPOINTSLICES, reg.slice_name, namespace=NAMESPACE)
@@ -155,13 +156,13 @@ async def ensure_slice(client: Any, reg: Registration, service: Obj | None) -> O
     return updated
 
 
-async def ensure_kube_dns(client: Any, reg: Registration) -> None:
+async def ensure_kube_dns(client: ClientProtocol, reg: Registration) -> None:
     await ensure_namespace(client)
     svc = await ensure_service(client, reg)
     await ensure_slice(client, reg, svc)
 
 
-async def remove_slice(client: Any, reg: Registration) -> None:
+async def remove_slice(client: ClientProtocol, reg: Registration) -> None:
     try:
         await client.delete(ENDPOINTSLICES, reg.slice_name, namespace=NAMESPACE)
         log.info("deleted endpointslice=%s/%s", NAMESPACE, reg.slice_name)
@@ -173,7 +174,7 @@ class Registrar:
     """Keeps kube-dns and our slice as they should be: at start (retrying until the apiserver takes
     them) and again whenever a watch shows someone changed or deleted them."""
 
-    def __init__(self, client: Any, reg: Registration) -> None:
+    def __init__(self, client: ClientProtocol, reg: Registration) -> None:
         self.client = client
         self.reg = reg
         self._wake = asyncio.Event()

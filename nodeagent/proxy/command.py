@@ -223,7 +223,7 @@ async def main(args: argparse.Namespace) -> int:
             log.error("proxy: --kubeconfig is required (or use --cleanup)")
         return 2
 
-    from nodeagent.client import Client, ClientConfig, EventRecorder, Informer
+    from nodeagent.client import Client, ClientConfig, ClientProtocol, EventRecorder, Informer
     from nodeagent.machinery.kinds import ENDPOINTSLICES, NODES, SERVICES
     from nodeagent.proxy.conntrack import ConntrackCleaner
     from nodeagent.proxy.healthcheck import ServiceHealthServer
@@ -259,7 +259,7 @@ async def main(args: argparse.Namespace) -> int:
 
     cfg = ClientConfig.from_kubeconfig(args.kubeconfig)
     async with Client(cfg) as real_client:
-        client: Any = real_client  # Informer's WatchingClient protocol is narrower than Client's signature
+        client: ClientProtocol = real_client
         # a healthCheckNodePort that cannot be bound is an Event on its Service, as upstream
         service_health.recorder = EventRecorder(real_client, component="kube-proxy", host=args.node_name)
         handlers = proxier.handlers()

@@ -1,6 +1,7 @@
 """nodeagent.runtime: the container runtime layer (CRI v1 client, managed containerd, local images).
 
-The kubelet is the only component that imports this package (see .importlinter).
+The layers (.importlinter checks them): cli > cluster > the apiserver | the components > runtime >
+client > machinery; of the components only the kubelet imports this package.
 
 API summary (names are stable; the kubelet codes against them)
 ----------------------------------------------------------------

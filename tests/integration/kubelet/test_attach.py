@@ -12,10 +12,14 @@ import subprocess
 import time
 from typing import Any
 
+import pytest
+
 from nodeagent.client import Client, NotFound
 from nodeagent.machinery.kinds import PODS
 from tests.helpers.api_kubectl import request
 from tests.helpers.kubelet_node import KubeletNode, delete_pod_now, node_token, wait_until
+
+pytestmark = pytest.mark.root  # containerd, network namespaces
 
 TOOLBOX = "nodeagent.local/toolbox:1"
 

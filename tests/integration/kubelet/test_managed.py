@@ -14,6 +14,8 @@ from nodeagent.client import Client
 from nodeagent.machinery.kinds import PODS
 from tests.helpers.kubelet_node import KubeletNode, start_managed_kubelet_node, stop_kubelet_node, wait_until
 
+pytestmark = pytest.mark.root  # containerd, network namespaces
+
 
 @pytest.fixture(scope="module")
 def kn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeletNode]:

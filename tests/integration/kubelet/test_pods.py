@@ -7,9 +7,13 @@ import secrets
 import subprocess
 from typing import Any
 
+import pytest
+
 from nodeagent.client import Client, NotFound
 from nodeagent.machinery.kinds import NODES, PODS
 from tests.helpers.kubelet_node import KubeletNode, wait_until
+
+pytestmark = pytest.mark.root  # containerd, network namespaces
 
 TOOLBOX = "nodeagent.local/toolbox:1"
 
