@@ -137,6 +137,7 @@ class ServiceStrategy(Strategy):
         if stype == "ExternalName":
             spec.pop("clusterIP", None)
             spec.pop("clusterIPs", None)
+            causes += self._drop_node_ports(stype, spec, ports, old_spec)
             if not spec.get("externalName"):
                 causes.append(("spec.externalName", "FieldValueRequired", "Required value"))
             return causes + await self._health_check_node_port(spec, old, txn)
@@ -163,12 +164,7 @@ class ServiceStrategy(Strategy):
         if stype in ("NodePort", "LoadBalancer"):
             causes += await self._node_ports(spec, ports, old_spec, txn)
         else:
-            spec.pop("externalTrafficPolicy", None)
-            for p in ports:
-                if p.get("nodePort") and not _old_ports_has(old_spec, p.get("nodePort")):
-                    causes.append(("spec.ports[].nodePort", "FieldValueForbidden",
-                                   f"Forbidden: may not be used when `type` is '{stype}'"))
-                p.pop("nodePort", None)
+            causes += self._drop_node_ports(stype, spec, ports, old_spec)
         if causes:
             return causes  # upstream fails on the nodePorts before it allocates the health check port
         return await self._health_check_node_port(spec, old, txn)
@@ -196,6 +192,19 @@ class ServiceStrategy(Strategy):
                 if p["name"] in names:
                     causes.append((f"spec.ports[{i}].name", "FieldValueDuplicate", f'Duplicate value: "{p["name"]}"'))
                 names.add(p["name"])
+        return causes
+
+    @staticmethod
+    def _drop_node_ports(stype: str, spec: Obj, ports: list[Obj], old_spec: Obj) -> list[Cause]:
+        """A type without node ports keeps none (upstream dropTypeDependentFields); the ones the old
+        object held are released when the write commits."""
+        causes: list[Cause] = []
+        spec.pop("externalTrafficPolicy", None)
+        for p in ports:
+            if p.get("nodePort") and not _old_ports_has(old_spec, p.get("nodePort")):
+                causes.append(("spec.ports[].nodePort", "FieldValueForbidden",
+                               f"Forbidden: may not be used when `type` is '{stype}'"))
+            p.pop("nodePort", None)
         return causes
 
     @staticmethod
