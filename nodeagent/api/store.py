@@ -6,8 +6,8 @@ the object's resourceVersion. A watch subscribes first and then replays history 
 requested revision, so nothing falls between replay and live events; revisions older than the
 compaction point raise Expired (the HTTP layer answers 410 Gone).
 
-The default back end is SqliteStore (sqlite_store.py); an etcd back end implements this same
-protocol.
+The default back end is SqliteStore (sqlite_store.py), MemoryStore (memory_store.py) keeps it in
+memory for unit tests; an etcd back end implements this same protocol.
 """
 
 from __future__ import annotations
@@ -155,3 +155,10 @@ class Store(Protocol):
 
     async def compact(self, revision: int) -> None: ...
     def count(self, resource: str) -> int: ...
+
+    # Added with issue 15 (the server's /readyz and storage gauges already used them):
+    failed: BaseException | None
+    """Set when the engine can no longer write (then /readyz fails)."""
+
+    def resources(self) -> builtins.list[str]:
+        """The resources that hold objects (for the apiserver_storage_objects gauge)."""
