@@ -3,7 +3,8 @@
 - System namespaces and the `kubernetes` Service, created at start (upstream's bootstrap
   controllers, pkg/controlplane/controller/systemnamespaces and kubernetesservice), and that
   Service's Endpoints and EndpointSlice kept pointing at the advertise address (the endpoint
-  reconciler), re-checked every `endpoint_interval`.
+  reconciler): repaired as soon as another writer changes them, and re-checked every
+  `endpoint_interval` for writes another apiserver made.
 - NamespaceFinalizer: empties a Terminating namespace, then removes it (upstream's namespace
   controller, kept here since the apiserver owns storage). Woken by the registry's write
   observer when a namespace is marked or an object in a Terminating one is removed, with a slow
@@ -201,8 +202,18 @@ class Loops:
         self.namespaces = NamespaceFinalizer(reg, clock)
         self.events = EventExpiry(reg, clock)
         self.endpoint_interval = 10.0  # upstream's --endpoint-reconciler interval
+        self._endpoints_wake = asyncio.Event()
+        self._reconciling = False  # its own writes wake nobody
         self._tasks: list[asyncio.Task[None]] = []
         reg.observers.append(self.namespaces.observe)
+        reg.observers.append(self._observe_endpoints)
+
+    def _observe_endpoints(self, kind: Kind, type_: str, obj: Obj) -> None:
+        """Someone changed the `kubernetes` Service's endpoints: repair them now, not at the next tick."""
+        if kind in (kinds.ENDPOINTS, kinds.ENDPOINTSLICES) and not self._reconciling:
+            meta = obj.get("metadata") or {}
+            if meta.get("name") == "kubernetes" and meta.get("namespace") == "default":
+                self._endpoints_wake.set()
 
     async def bootstrap(self, advertise: tuple[str, int] | None, secure_port: int) -> None:
         await ensure_system_namespaces(self.reg)
@@ -219,8 +230,13 @@ class Loops:
 
     async def _endpoints(self, ip: str, port: int) -> None:
         async def step() -> None:
-            await self.clock.sleep(self.endpoint_interval)
-            await reconcile_kubernetes_endpoints(self.reg, ip, port)
+            await _wait(self._endpoints_wake, self.clock, self.endpoint_interval)
+            self._endpoints_wake.clear()
+            self._reconciling = True
+            try:
+                await reconcile_kubernetes_endpoints(self.reg, ip, port)  # writes only what differs
+            finally:
+                self._reconciling = False
 
         await _forever("kubernetes endpoints reconciler", self.clock, step)
 
