@@ -441,8 +441,10 @@ class GenericStore:
         if opts.resource_version_match and opts.resource_version_match not in ("Exact", "NotOlderThan"):
             raise errors.bad_request(f"invalid resourceVersionMatch {opts.resource_version_match!r}: want Exact or "
                                      "NotOlderThan")
-        selected = [e for e in entries if (start_after is None or _ns_name(e) > start_after)
-                    and matches(e.obj, None, None, opts)]
+        if start_after is not None:
+            entries = [e for e in entries if _ns_name(e) > start_after]
+        selected = [e for e in entries if matches(e.obj, None, None, opts)] \
+            if opts.label_selector or opts.field_selector else entries
         if opts.limit and opts.limit > 0 and len(selected) > opts.limit:
             page = selected[:opts.limit]
             token = base64.urlsafe_b64encode(json.dumps(
