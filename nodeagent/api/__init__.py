@@ -2,8 +2,11 @@
 
 Modules, from the wire inwards:
   command.py        the `apiserver` and `kubeconfig` subcommands
-  server.py         aiohttp app, TLS, the request path: authenticate (tokens.py) -> authorize
-                    (authz.py) -> the verb (verbs.py) -> admission (admission.py) -> registry
+  server.py         aiohttp app, TLS, the request path: authenticate and impersonate (auth/) ->
+                    authorize (auth/: system:masters, Node, RBAC) -> the verb (verbs.py) ->
+                    admission (admission/) -> registry; the audit log (auth/audit.py)
+  auth/             users, authenticators, the Node and RBAC authorizers, bootstrap policy, service
+                    account tokens, impersonation, the review APIs, audit
   verbs.py          get/list/watch/create/update/patch/delete and subresources; wire.py: request
                     bodies, options and JSON responses
   requestinfo.py    URL -> (group, version, namespace, resource, name, subresource, verb)

@@ -16,15 +16,19 @@ AGGREGATED_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscover
 REVIEWS = (
     ("authentication.k8s.io", "tokenreviews", "TokenReview"),
     ("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
+    ("authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview"),
+    ("authorization.k8s.io", "localsubjectaccessreviews", "LocalSubjectAccessReview"),
     ("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+    ("authorization.k8s.io", "selfsubjectrulesreviews", "SelfSubjectRulesReview"),
 )
+_NAMESPACED_REVIEWS = {"localsubjectaccessreviews"}
 
 # `kubectl get all` expands the "all" category (upstream lists these kinds in it).
 _ALL = {"pods", "services", "deployments", "replicasets", "daemonsets", "jobs"}
 
 _SUB_VERBS = {
     "status": ["get", "patch", "update"], "scale": ["get", "patch", "update"], "binding": ["create"],
-    "log": ["get"], "exec": ["create", "get"], "attach": ["create", "get"], "portforward": ["create", "get"], "eviction": ["create"],
+    "log": ["get"], "exec": ["create", "get"], "attach": ["create", "get"], "portforward": ["create", "get"], "eviction": ["create"], "token": ["create"],
     "proxy": ["get"], "finalize": ["update"],
 }
 
@@ -34,6 +38,7 @@ _SUB_KINDS: dict[str, tuple[str, str, str]] = {
     "scale": ("autoscaling", "v1", "Scale"),
     "binding": ("", "v1", "Binding"),
     "eviction": ("policy", "v1", "Eviction"),
+    "token": ("authentication.k8s.io", "v1", "TokenRequest"),
     "exec": ("", "v1", "PodExecOptions"),
     "attach": ("", "v1", "PodAttachOptions"),
     "portforward": ("", "v1", "PodPortForwardOptions"),
@@ -79,8 +84,8 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
             resources.append(entry)
     for g, plural, kind in REVIEWS:
         if group == g and version == "v1":
-            resources.append({"name": plural, "singularName": kind.lower(), "namespaced": False, "kind": kind,
-                              "verbs": ["create"]})
+            resources.append({"name": plural, "singularName": kind.lower(),
+                              "namespaced": plural in _NAMESPACED_REVIEWS, "kind": kind, "verbs": ["create"]})
     if not resources:
         return None
     gv = f"{group}/{version}" if group else version
@@ -133,7 +138,8 @@ def _aggregated_group(group: str) -> dict[str, Any]:
     for g, plural, kind in REVIEWS:
         if group == g:
             resources.append({"resource": plural, "responseKind": {"group": group, "version": "v1", "kind": kind},
-                              "scope": "Cluster", "singularResource": kind.lower(), "verbs": ["create"]})
+                              "scope": "Namespaced" if plural in _NAMESPACED_REVIEWS else "Cluster",
+                              "singularResource": kind.lower(), "verbs": ["create"]})
     return {"metadata": {"name": group, "creationTimestamp": None},
             "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}]}
 

@@ -15,6 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +153,79 @@ def ensure_pki(data_dir: Path, extra_sans: list[str]) -> PkiPaths:
     paths.server_crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     log.info("msg=\"issued serving certificate\" ips=%s names=%s", sorted(want_ips), sorted(want_names))
     return paths
+
+
+# --- certificates signed by the cluster CA ---------------------------------------------------
+APISERVER_KUBELET_CLIENT = "apiserver-kubelet-client"  # kubeadm's name for the file pair
+
+
+def load_ca(paths: PkiPaths) -> tuple[Any, Any]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), None)
+    return x509.load_pem_x509_certificate(paths.ca_crt.read_bytes()), key
+
+
+def sign_certificate(paths: PkiPaths, public_key: Any, cn: str, orgs: tuple[str, ...] = (), *,
+                     client: bool = False, server: bool = False, dns: tuple[str, ...] = (),
+                     ips: tuple[str, ...] = (), days: int = 365) -> bytes:
+    """A certificate for public_key, issued by the cluster CA: CN = user, O = groups (as upstream's
+    x509 authenticator reads them), with client and/or server auth usages and SANs."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert, ca_key = load_ca(paths)
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([*(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + ([ExtendedKeyUsageOID.SERVER_AUTH] if server
+                                                                        else [])
+    b = (x509.CertificateBuilder().subject_name(name).issuer_name(ca_cert.subject).public_key(public_key)
+         .serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(minutes=5))
+         .not_valid_after(now + datetime.timedelta(days=days))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
+                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def new_key_pem() -> tuple[Any, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+
+
+def issue_key_pair(paths: PkiPaths, out_crt: Path, out_key: Path, cn: str, orgs: tuple[str, ...] = (), *,
+                   client: bool = False, server: bool = False, dns: tuple[str, ...] = (),
+                   ips: tuple[str, ...] = (), days: int = 365) -> tuple[Path, Path]:
+    """A new key (mode 0600) and its CA-signed certificate, written side by side."""
+    key, key_pem = new_key_pem()
+    crt = sign_certificate(paths, key.public_key(), cn, orgs, client=client, server=server, dns=dns, ips=ips,
+                           days=days)
+    out_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_private(out_key, key_pem)
+    out_crt.write_bytes(crt)
+    return out_crt, out_key
+
+
+def ensure_kubelet_client_cert(paths: PkiPaths) -> tuple[Path, Path]:
+    """The apiserver's client certificate towards kubelets (kubeadm apiserver-kubelet-client):
+    user kube-apiserver-kubelet-client, no group, so it holds nothing but what RBAC binds to it
+    (system:kubelet-api-admin)."""
+    crt, key = paths.dir / f"{APISERVER_KUBELET_CLIENT}.crt", paths.dir / f"{APISERVER_KUBELET_CLIENT}.key"
+    if crt.exists() and key.exists():
+        return crt, key
+    return issue_key_pair(paths, crt, key, "kube-apiserver-kubelet-client", client=True, days=3650)

@@ -122,6 +122,25 @@ _SCHEMA: dict[str, _F] = {
                            5: ("resource", "s"), 6: ("subresource", "s"), 7: ("name", "s"), 8: ("fieldSelector", "x"),
                            9: ("labelSelector", "x")},
     "NonResourceAttributes": {1: ("path", "s"), 2: ("verb", "s")},
+    # rbac.authorization.k8s.io/v1 (kubectl create role/clusterrole/rolebinding/clusterrolebinding)
+    "PolicyRule": {1: ("verbs", "*s"), 2: ("apiGroups", "*s"), 3: ("resources", "*s"), 4: ("resourceNames", "*s"),
+                   5: ("nonResourceURLs", "*s")},
+    "Role": {1: ("metadata", "m:ObjectMeta"), 2: ("rules", "*m:PolicyRule")},
+    "ClusterRole": {1: ("metadata", "m:ObjectMeta"), 2: ("rules", "*m:PolicyRule"),
+                    3: ("aggregationRule", "m:AggregationRule")},
+    "AggregationRule": {1: ("clusterRoleSelectors", "*m:LabelSelector")},
+    "RoleBinding": {1: ("metadata", "m:ObjectMeta"), 2: ("subjects", "*m:Subject"), 3: ("roleRef", "m:RoleRef")},
+    "Subject": {1: ("kind", "s"), 2: ("apiGroup", "s"), 3: ("name", "s"), 4: ("namespace", "s")},
+    "RoleRef": {1: ("apiGroup", "s"), 2: ("kind", "s"), 3: ("name", "s")},
+    # authentication.k8s.io/v1 TokenRequest (kubectl create token)
+    "TokenRequest": {1: ("metadata", "m:ObjectMeta"), 2: ("spec", "m:TokenRequestSpec"), 3: ("status", "x")},
+    "TokenRequestSpec": {1: ("audiences", "*s"), 4: ("expirationSeconds", "i"),
+                         3: ("boundObjectRef", "m:BoundObjectReference")},
+    "BoundObjectReference": {1: ("kind", "s"), 2: ("apiVersion", "s"), 3: ("name", "s"), 4: ("uid", "s")},
+    # authorization.k8s.io/v1 SelfSubjectRulesReview (kubectl auth can-i --list)
+    "SelfSubjectRulesReview": {1: ("metadata", "m:ObjectMeta"), 2: ("spec", "m:SelfSubjectRulesReviewSpec"),
+                               3: ("status", "x")},
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", "s")},
     "Empty": {},
 }
 
@@ -130,7 +149,12 @@ _TOP = {("v1", "Namespace"): "Namespace", ("v1", "ConfigMap"): "ConfigMap", ("v1
         ("apps/v1", "Deployment"): "Deployment", ("batch/v1", "Job"): "Job",
         ("authentication.k8s.io/v1", "SelfSubjectReview"): "SelfSubjectReview",
         ("authentication.k8s.io/v1", "TokenReview"): "TokenReview",
-        ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview"}
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
+        ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
+        ("rbac.authorization.k8s.io/v1", "Role"): "Role", ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "RoleBinding"}
 
 # Go pointer fields: present on the wire only when set, so a zero value is meaningful.
 _KEEP_ZERO = {
@@ -139,6 +163,7 @@ _KEEP_ZERO = {
     "ttlSecondsAfterFinished", "automountServiceAccountToken", "enableServiceLinks", "priority",
     "shareProcessNamespace", "immutable", "defaultMode", "optional", "tolerationSeconds",
     "allocateLoadBalancerNodePorts", "deletionGracePeriodSeconds", "controller", "blockOwnerDeletion", "mode",
+    "expirationSeconds",
 }
 
 

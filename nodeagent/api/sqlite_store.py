@@ -24,6 +24,7 @@ import builtins
 import fcntl
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -106,7 +107,8 @@ class SqliteStore(MemoryStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One server per data dir: the in-memory state is the source of truth for concurrency
         # checks, so a second writer would silently break optimistic concurrency.
-        lock = open(self.path.with_name(self.path.name + ".lock"), "a+")  # held for the life of the store
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        lock = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")  # held for life
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

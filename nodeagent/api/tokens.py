@@ -1,8 +1,7 @@
 """Bearer tokens in DIR/tokens.csv, in upstream's static token file format.
 
 Each line is `token,user,uid,"group1,group2"` (kube-apiserver --token-auth-file). The admin token
-(user `admin`, group system:masters) and the apiserver's own token (user system:apiserver, used
-when it calls kubelets) are written at first start; `nodeagent kubeconfig --user node NAME`
+(user `admin`, group system:masters) is written at first start; `nodeagent kubeconfig --user node NAME`
 appends system:node:NAME in group system:nodes. The server reloads the file when it changes, so
 a node token minted while the server runs works at once.
 """
@@ -14,35 +13,17 @@ import fcntl
 import io
 import os
 import secrets
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from nodeagent.api.auth.user import MASTERS_GROUP, NODE_USER_PREFIX, NODES_GROUP, UserInfo, node_user
+
 ADMIN_USER = "admin"
-APISERVER_USER = "system:apiserver"
-MASTERS_GROUP = "system:masters"
-NODES_GROUP = "system:nodes"
-NODE_USER_PREFIX = "system:node:"
-
-
-@dataclass(frozen=True)
-class UserInfo:
-    name: str
-    uid: str
-    groups: tuple[str, ...] = field(default=())
-
-    @property
-    def is_admin(self) -> bool:
-        return MASTERS_GROUP in self.groups
-
-    @property
-    def node_name(self) -> str | None:
-        if NODES_GROUP in self.groups and self.name.startswith(NODE_USER_PREFIX):
-            return self.name[len(NODE_USER_PREFIX):]
-        return None
-
-    def to_json(self) -> dict[str, object]:
-        return {"username": self.name, "uid": self.uid,
-                "groups": [*self.groups, "system:authenticated"]}
+# Older data dirs hold a token for the apiserver's own calls to kubelets, in system:masters: a
+# kubelet that saw it could replay it as cluster-admin (issue 14). The apiserver now presents a
+# client certificate to kubelets instead, and drops this line at start.
+RETIRED_USERS = ("system:apiserver",)
+__all__ = ["ADMIN_USER", "MASTERS_GROUP", "NODES_GROUP", "NODE_USER_PREFIX", "TokenAuthenticator", "UserInfo",
+           "ensure_admin_tokens", "ensure_token", "node_user", "read_tokens", "tokens_path"]
 
 
 def tokens_path(data_dir: Path) -> Path:
@@ -52,7 +33,7 @@ def tokens_path(data_dir: Path) -> Path:
 def _parse(text: str) -> dict[str, UserInfo]:
     out: dict[str, UserInfo] = {}
     for row in csv.reader(io.StringIO(text)):
-        if len(row) < 2 or not row[0] or row[0].startswith("#"):
+        if len(row) < 2 or not row[0] or row[0].startswith("#") or row[1] in RETIRED_USERS:
             continue
         groups = tuple(g for g in (row[3].split(",") if len(row) > 3 else []) if g)
         out[row[0]] = UserInfo(name=row[1], uid=row[2] if len(row) > 2 else row[1], groups=groups)
@@ -87,11 +68,30 @@ def ensure_token(data_dir: Path, user: str, groups: tuple[str, ...]) -> str:
 
 def ensure_admin_tokens(data_dir: Path) -> None:
     ensure_token(data_dir, ADMIN_USER, (MASTERS_GROUP,))
-    ensure_token(data_dir, APISERVER_USER, (MASTERS_GROUP,))
+    retire_tokens(data_dir, RETIRED_USERS)
 
 
-def node_user(node: str) -> str:
-    return NODE_USER_PREFIX + node
+def retire_tokens(data_dir: Path, users: tuple[str, ...]) -> None:
+    """Remove the lines of these users from tokens.csv (under the flock, atomically)."""
+    p = tokens_path(data_dir)
+    if not p.exists():
+        return
+    fd = os.open(p, os.O_RDWR, 0o600)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        rows = list(csv.reader(io.StringIO(f.read())))
+        keep = [row for row in rows if not (len(row) > 1 and row[1] in users)]
+        if len(keep) == len(rows):
+            return
+        buf = io.StringIO()
+        csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\n").writerows(keep)
+        tmp = p.with_name(p.name + ".tmp")
+        wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(wfd, "w") as w:
+            w.write(buf.getvalue())
+            w.flush()
+            os.fsync(w.fileno())
+        os.replace(tmp, p)
 
 
 class TokenAuthenticator:
@@ -122,8 +122,3 @@ class TokenAuthenticator:
             user = self._tokens.get(token)
         return user
 
-    def token_of(self, user: str) -> str | None:
-        for token, info in self._tokens.items():
-            if info.name == user:
-                return token
-        return None

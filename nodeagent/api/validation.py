@@ -205,3 +205,14 @@ def validate_service_external_traffic(spec: Obj, old_spec: Obj | None) -> list[C
     elif not 0 < port < 65536:
         causes.append((fld, "FieldValueInvalid", f"Invalid value: {port}: must be between 1 and 65535, inclusive"))
     return causes
+
+
+def validate_node_update(old: dict[str, Any], new: dict[str, Any]) -> list[Cause]:
+    """Upstream ValidateNodeUpdate: a podCIDR, once set, is fixed (the node's pods and routes use it)."""
+    old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+    causes: list[Cause] = []
+    for fld in ("podCIDR", "podCIDRs"):
+        if old_spec.get(fld) and new_spec.get(fld) != old_spec.get(fld):
+            causes.append((f"spec.{fld}", "FieldValueForbidden",
+                           'Forbidden: node updates may not change podCIDR except from "" to valid'))
+    return causes[:1]

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from nodeagent.api import authz, errors, tables, wire
+from nodeagent.api import errors, tables, wire
+from nodeagent.api.admission import Attributes
+from nodeagent.api.auth.decision import Decision
 from nodeagent.api.errors import ApiError
 from nodeagent.api.registry import WatchEvent
 from nodeagent.api.registry.options import apply_patch
 from nodeagent.api.requestinfo import RequestInfo
 from nodeagent.api.tokens import UserInfo
+from nodeagent.machinery import kinds
 from nodeagent.machinery.kinds import Kind
 
 if TYPE_CHECKING:
@@ -53,19 +56,17 @@ class Verbs:
         return wire.raw_response(raw, status) if raw is not None else wire.json_response(obj, status)
 
     async def _verb_get(self, request: web.Request, info: RequestInfo, kind: Kind, user: UserInfo,
-                        decision: authz.Decision) -> web.StreamResponse:
+                        decision: Decision) -> web.StreamResponse:
         assert info.name is not None
         if info.subresource == "scale":
             return wire.json_response(await self.registry.get_scale(kind, info.namespace, info.name))
         if info.subresource in ("log", "exec", "attach", "portforward", "proxy"):
             return await self.server.proxy_to_kubelet(request, info, kind, user)
         e = await self.registry.get(kind, info.namespace, info.name)
-        if decision.object_rule and not authz.object_allowed(decision.object_rule, user, e.obj):
-            raise errors.forbidden(user.name, info.verb, info.resource, info.group, info.name, info.namespace)
         return self.respond_object(request, kind, e.obj, raw=e.raw)
 
     async def _verb_list(self, request: web.Request, info: RequestInfo, kind: Kind, user: UserInfo,
-                         decision: authz.Decision) -> web.StreamResponse:
+                         decision: Decision) -> web.StreamResponse:
         opts = wire.list_options(request, kind)
         res = await self.registry.list(kind, info.namespace, opts)
         accept = request.headers.get("Accept", "")
@@ -90,7 +91,7 @@ class Verbs:
         return wire.raw_response(body)
 
     async def _verb_watch(self, request: web.Request, info: RequestInfo, kind: Kind, user: UserInfo,
-                          decision: authz.Decision) -> web.StreamResponse:
+                          decision: Decision) -> web.StreamResponse:
         opts = wire.list_options(request, kind)
         q = request.query
         timeout: float | None
@@ -178,10 +179,12 @@ class Verbs:
         return resp
 
     async def _verb_create(self, request: web.Request, info: RequestInfo, kind: Kind, user: UserInfo,
-                           decision: authz.Decision) -> web.StreamResponse:
+                           decision: Decision) -> web.StreamResponse:
         dry = wire.dry_run(request)
         if info.subresource in ("exec", "attach", "portforward"):
             return await self.server.proxy_to_kubelet(request, info, kind, user)
+        if info.subresource == "token" and kind is kinds.SERVICEACCOUNTS:
+            return await self.server.token_request(request, info, user)
         if (info.subresource or self.registry.strategy(kind).posts_as_subresource) == "binding":
             body = await wire.read_body(request, self.cfg.max_body_bytes)
             if not isinstance(body, dict):
@@ -190,21 +193,17 @@ class Verbs:
                                  else None)
             if not name or not info.namespace:
                 raise errors.bad_request("a Binding needs the pod's namespace and name")
-            if decision.object_rule:
-                raise errors.forbidden(user.name, "create", "pods/binding", "", name, info.namespace)
             return wire.json_response(await self.registry.bind(info.namespace, name, body), 201)
         if info.subresource == "eviction":
             assert info.name is not None
-            e = await self.registry.get(kind, info.namespace, info.name)
-            if decision.object_rule and not authz.object_allowed(decision.object_rule, user, e.obj):
-                raise errors.forbidden(user.name, "create", "pods/eviction", "", info.name, info.namespace)
+            body = await wire.read_body(request, self.cfg.max_body_bytes) if request.can_read_body else {}
+            await self.server.admission.validate(Attributes(
+                "CREATE", kind, info.namespace or "", info.name, "eviction", body if isinstance(body, dict) else {},
+                None, user, dry))
             return wire.json_response(await self.registry.evict(info.namespace, info.name, dry_run=dry), 201)
         if info.name:
             raise ApiError(405, "MethodNotAllowed", "POST is for collections: drop the name from the URL")
         body = await wire.read_object(request, kind, self.cfg.max_body_bytes)
-        if decision.object_rule and not authz.object_allowed(decision.object_rule, user, body):
-            raise errors.forbidden(user.name, "create", info.resource, info.group,
-                                   (body.get("metadata") or {}).get("name"), info.namespace)
         ns = info.namespace
         body_ns = (body.get("metadata") or {}).get("namespace")
         if kind.namespaced and ns and body_ns and body_ns != ns:
@@ -222,19 +221,10 @@ class Verbs:
             log.debug("msg=\"malformed object traceback\"", exc_info=True)
             raise errors.bad_request(f"the object is malformed: {type(e).__name__}: {e}") from None
 
-    async def _check_object_rule(self, info: RequestInfo, kind: Kind, user: UserInfo,
-                                 decision: authz.Decision) -> None:
-        if decision.object_rule and info.name:
-            e = await self.registry.get(kind, info.namespace, info.name)
-            if not authz.object_allowed(decision.object_rule, user, e.obj):
-                raise errors.forbidden(user.name, info.verb, info.resource, info.group, info.name, info.namespace,
-                                       f"the object is not bound to node {user.node_name!r}")
-
     async def _verb_update(self, request: web.Request, info: RequestInfo, kind: Kind, user: UserInfo,
-                           decision: authz.Decision) -> web.StreamResponse:
+                           decision: Decision) -> web.StreamResponse:
         assert info.name is not None
         dry = wire.dry_run(request)
-        await self._check_object_rule(info, kind, user, decision)
         if info.subresource == "scale":
             body = await wire.read_body(request, self.cfg.max_body_bytes)
             if not isinstance(body, dict):
@@ -252,10 +242,9 @@ class Verbs:
         return self.respond_object(request, kind, obj, 201 if created else 200)
 
     async def _verb_patch(self, request: web.Request, info: RequestInfo, kind: Kind, user: UserInfo,
-                          decision: authz.Decision) -> web.StreamResponse:
+                          decision: Decision) -> web.StreamResponse:
         assert info.name is not None
         dry = wire.dry_run(request)
-        await self._check_object_rule(info, kind, user, decision)
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         patch_type = {"application/merge-patch+json": "merge",
                       "application/strategic-merge-patch+json": "strategic",
@@ -293,21 +282,19 @@ class Verbs:
         return self.respond_object(request, kind, obj)
 
     async def _verb_delete(self, request: web.Request, info: RequestInfo, kind: Kind, user: UserInfo,
-                           decision: authz.Decision) -> web.StreamResponse:
+                           decision: Decision) -> web.StreamResponse:
         assert info.name is not None
         if info.subresource:
             raise ApiError(405, "MethodNotAllowed", f"DELETE is not supported on {info.resource}/{info.subresource}")
-        await self._check_object_rule(info, kind, user, decision)
         opts = await wire.delete_options(request)
         obj, _gone = await self.registry.delete(kind, info.namespace, info.name, opts, user=user)
         return self.respond_object(request, kind, obj)
 
     async def _verb_deletecollection(self, request: web.Request, info: RequestInfo, kind: Kind, user: UserInfo,
-                                     decision: authz.Decision) -> web.StreamResponse:
-        if decision.object_rule:
-            raise errors.forbidden(user.name, "deletecollection", info.resource, info.group, None, info.namespace)
+                                     decision: Decision) -> web.StreamResponse:
         opts = await wire.delete_options(request)
-        objs = await self.registry.delete_collection(kind, info.namespace, wire.list_options(request, kind), opts)
+        objs = await self.registry.delete_collection(kind, info.namespace, wire.list_options(request, kind), opts,
+                                                     user=user)
         return wire.json_response({"kind": kind.list_kind, "apiVersion": kind.api_version,
                                    "metadata": {"resourceVersion": str(self.registry.store.revision)},
                                    "items": objs})

@@ -52,7 +52,7 @@ def bool_param(v: str | None) -> bool:
 
 
 # --- requests ----------------------------------------------------------------------------------
-async def read_body(request: web.Request, limit: int) -> Any:
+async def _read_body(request: web.Request, limit: int) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}")
     data = bytearray()
@@ -121,6 +121,19 @@ def dry_run(request: web.Request) -> bool:
     if any(x not in ("All",) for x in v):
         raise errors.bad_request(f"unsupported dryRun value {v}: only 'All' is supported")
     return bool(v)
+
+
+# What the audit log keeps of a request (aiohttp request storage).
+AUDIT_BODY: web.RequestKey[Any] = web.RequestKey("audit_body", object)
+AUDIT_USERS: web.RequestKey[Any] = web.RequestKey("audit_users", object)
+AUDIT_DECISION: web.RequestKey[Any] = web.RequestKey("audit_decision", object)
+
+
+async def read_body(request: web.Request, limit: int) -> Any:
+    """The decoded body; kept on the request for the audit log (requestObject)."""
+    body = await _read_body(request, limit)
+    request[AUDIT_BODY] = body
+    return body
 
 
 async def delete_options(request: web.Request) -> DeleteOptions:

@@ -72,8 +72,6 @@ class Client:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
-            if self.config.token:
-                headers["Authorization"] = f"Bearer {self.config.token}"
             connector = aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=64)
             self._session = aiohttp.ClientSession(
                 base_url=None, headers=headers, connector=connector,
@@ -92,6 +90,7 @@ class Client:
                  for k, v in (params or {}).items() if v is not None}
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
+        headers.update(self.config.auth_headers())
         if idempotent is None:
             idempotent = method in ("GET", "PUT", "DELETE")
         attempt = 0
@@ -202,6 +201,7 @@ class Client:
 
     async def _watch_stream(self, path: str, query: dict[str, str]) -> AsyncIterator[WatchEvent]:
         async with self._get_session().get(self.config.server + path, params=query,
+                                           headers=self.config.auth_headers(),
                                            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
                                            ) as resp:
             if resp.status >= 400:

@@ -21,6 +21,7 @@ def _options(args: argparse.Namespace) -> Any:
         node_monitor_grace_period=args.node_monitor_grace_period,
         default_toleration_seconds=args.default_toleration_seconds,
         proxy_mode=args.proxy_mode,
+        extra={"apiserver": list(getattr(args, "apiserver_arg", None) or [])},
     )
 
 
@@ -94,6 +95,8 @@ def add_cluster_up_flags(p: argparse.ArgumentParser) -> None:
                    help="how long pods stay on a NotReady node before eviction (controllers)")
     p.add_argument("--proxy-mode", default="iptables", choices=["iptables", "nftables"])
     p.add_argument("--no-images", action="store_true", help="skip `nodeagent images build`")
+    p.add_argument("--apiserver-arg", action="append", default=[], metavar="FLAG=VALUE",
+                   help="an extra flag for the apiserver, e.g. --apiserver-arg=--audit-log-path=- (repeatable)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for Ready nodes")
 
 

@@ -59,6 +59,26 @@ def node_kubeconfig(plan: ClusterPlan, m: Member) -> Path:
     return m.data_dir / "kubeconfig"
 
 
+# Each node process runs as itself (issue 14): the kubelet as system:node:NAME (Node authorizer),
+# kube-proxy as system:kube-proxy (system:node-proxier), the CNI daemon as
+# system:nodeagent:cni-daemon (reads every Node for its routes).
+PROXY_USER = "system:kube-proxy"
+CNI_USER = "system:nodeagent:cni-daemon"
+
+
+def proxy_kubeconfig(m: Member) -> Path:
+    return m.data_dir / "kube-proxy.kubeconfig"
+
+
+def cni_kubeconfig(m: Member) -> Path:
+    return m.data_dir / "cni-daemon.kubeconfig"
+
+
+def kubelet_serving_cert(m: Member) -> tuple[Path, Path]:
+    """The kubelet's serving pair, issued by the cluster CA for its name and address."""
+    return m.data_dir / "kubelet-serving.crt", m.data_dir / "kubelet-serving.key"
+
+
 def apiserver(plan: ClusterPlan, opts: Options) -> Component:
     cp = plan.control_plane
     return Component("apiserver", cp, [
@@ -72,19 +92,33 @@ def apiserver(plan: ClusterPlan, opts: Options) -> Component:
     ])
 
 
+# The control plane's own identities (issue 14), as kubeadm's kubeconfigs: the controller manager
+# reads as system:kube-controller-manager and writes as each loop's service account, the scheduler
+# is system:kube-scheduler, DNS the kube-system/kube-dns service account.
+CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
+SCHEDULER_USER = "system:kube-scheduler"
+DNS_SERVICE_ACCOUNT = ("kube-system", "kube-dns")
+
+
+def control_plane_kubeconfig(plan: ClusterPlan, component: str) -> Path:
+    return plan.control_plane.data_dir / f"{component}.kubeconfig"
+
+
 def control_plane(plan: ClusterPlan, opts: Options) -> list[Component]:
     """What runs in the cp namespace after the apiserver answers."""
     cp = plan.control_plane
-    kc = str(plan.internal_kubeconfig)
     return [
         Component("controllers", cp, [
-            "controllers", "--kubeconfig", kc, "--cluster-cidr", CLUSTER_CIDR, "--no-leader-elect",
+            "controllers", "--kubeconfig", str(control_plane_kubeconfig(plan, "controller-manager")),
+            "--use-service-account-credentials",
+            "--scheduler-kubeconfig", str(control_plane_kubeconfig(plan, "scheduler")),
+            "--cluster-cidr", CLUSTER_CIDR, "--no-leader-elect",
             "--node-monitor-grace-period", str(opts.node_monitor_grace_period),
             "--default-toleration-seconds", str(opts.default_toleration_seconds),
             *opts.extra.get("controllers", []),
         ]),
         Component("dns", cp, [
-            "dns", "--kubeconfig", kc, "--bind", "0.0.0.0", "--port", "53",
+            "dns", "--kubeconfig", str(control_plane_kubeconfig(plan, "dns")), "--bind", "0.0.0.0", "--port", "53",
             "--advertise-address", CONTROL_PLANE_IP, "--service-ip", CLUSTER_DNS,
             *opts.extra.get("dns", []),
         ]),
@@ -98,7 +132,7 @@ def node(plan: ClusterPlan, m: Member, opts: Options) -> list[Component]:
     d = m.data_dir
     return [
         Component("cni-daemon", m, [
-            "cni-daemon", "--kubeconfig", kc, "--node-name", m.name, "--data-dir", str(d),
+            "cni-daemon", "--kubeconfig", str(cni_kubeconfig(m)), "--node-name", m.name, "--data-dir", str(d),
             "--backend", opts.cni_backend, "--cluster-cidr", CLUSTER_CIDR, *opts.extra.get("cni-daemon", []),
         ]),
         Component("kubelet", m, [
@@ -107,10 +141,11 @@ def node(plan: ClusterPlan, m: Member, opts: Options) -> list[Component]:
             "--cni-bin-dir", str(d / "cni" / "bin"), "--cni-conf-dir", str(d / "cni" / "net.d"),
             "--node-status-update-frequency", f"{opts.heartbeat_period:g}",
             "--node-lease-renew-interval", f"{opts.heartbeat_period:g}",
+            "--tls-cert-file", str(kubelet_serving_cert(m)[0]), "--tls-private-key-file", str(kubelet_serving_cert(m)[1]),
             *opts.extra.get("kubelet", []),
         ]),
         Component("proxy", m, [
-            "proxy", "--kubeconfig", kc, "--node-name", m.name, "--mode", opts.proxy_mode,
+            "proxy", "--kubeconfig", str(proxy_kubeconfig(m)), "--node-name", m.name, "--mode", opts.proxy_mode,
             "--cluster-cidr", CLUSTER_CIDR, *opts.extra.get("proxy", []),
         ]),
     ]

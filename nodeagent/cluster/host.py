@@ -63,6 +63,12 @@ class HostPlan:
     def node_kubeconfig(self) -> Path:
         return Path(self.kubeconfig) if self.kubeconfig else self.data_dir / "node.kubeconfig"
 
+    def component_kubeconfig(self, component: str) -> Path:
+        """kube-proxy's and the CNI daemon's own identities (issue 14); the node's as a fallback
+        for a join kubeconfig that has no context for them."""
+        own = self.data_dir / f"{component}.kubeconfig"
+        return own if own.exists() else self.node_kubeconfig
+
     @property
     def pid_file(self) -> Path:
         return self.data_dir / "up.pid"
@@ -85,12 +91,12 @@ def default_node_ip(towards: str = "192.168.56.2") -> str:
 def node_commands(p: HostPlan) -> list[tuple[str, list[str]]]:
     kc, d = str(p.node_kubeconfig), p.node_dir
     return [
-        ("cni-daemon", ["cni-daemon", "--kubeconfig", kc, "--node-name", p.node_name, "--data-dir", str(d),
+        ("cni-daemon", ["cni-daemon", "--kubeconfig", str(p.component_kubeconfig("cni-daemon")), "--node-name", p.node_name, "--data-dir", str(d),
                         "--backend", "host-gw", "--cluster-cidr", p.cluster_cidr]),
         ("kubelet", ["kubelet", "--kubeconfig", kc, "--node-name", p.node_name, "--data-dir", str(d),
                      "--node-ip", p.node_ip, "--cni-bin-dir", str(d / "cni" / "bin"),
                      "--cni-conf-dir", str(d / "cni" / "net.d")]),
-        ("proxy", ["proxy", "--kubeconfig", kc, "--node-name", p.node_name, "--mode", p.proxy_mode,
+        ("proxy", ["proxy", "--kubeconfig", str(p.component_kubeconfig("kube-proxy")), "--node-name", p.node_name, "--mode", p.proxy_mode,
                    "--cluster-cidr", p.cluster_cidr]),
     ]
 
@@ -118,6 +124,47 @@ def agent_kubeconfig_text(server: str, token: str, ca_file: str | None, node: st
             f"{cluster}users:\n- name: {node}\n  user:\n    token: {token}\n"
             f"contexts:\n- name: nodeagent\n  context:\n    cluster: nodeagent\n    user: {node}\n"
             "current-context: nodeagent\n")
+
+
+# the node processes that run as their own users, and the contexts a join kubeconfig has for them
+COMPONENT_USERS = {"kube-proxy": "system:kube-proxy", "cni-daemon": "system:nodeagent:cni-daemon"}
+
+
+def write_join_kubeconfig(data: str, server: str, agent: str, out: Path) -> None:
+    """An agent's join kubeconfig: the node's token as the current context, plus one context per
+    node process with its client certificate (kube-proxy, cni-daemon)."""
+    import tempfile
+
+    import yaml
+
+    _nodeagent_sync("kubeconfig", "--data-dir", data, "--server", server, "--user", "node", agent, "-o", str(out))
+    doc = yaml.safe_load(out.read_text())
+    with tempfile.TemporaryDirectory() as d:
+        for component, user in COMPONENT_USERS.items():
+            part = Path(d) / f"{component}.kubeconfig"
+            _nodeagent_sync("kubeconfig", "--data-dir", data, "--server", server, "--user", user, "-o", str(part))
+            extra = yaml.safe_load(part.read_text())
+            doc["users"].append({"name": component, "user": extra["users"][0]["user"]})
+            doc["contexts"].append({"name": component, "context": {"cluster": doc["clusters"][0]["name"],
+                                                                   "user": component}})
+    fd = os.open(out, os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(doc, f, default_flow_style=False, sort_keys=False)
+
+
+def split_join_kubeconfig(join: Path, data_dir: Path) -> None:
+    """Write DATA_DIR/COMPONENT.kubeconfig for every component context the join kubeconfig has."""
+    import yaml
+
+    doc = yaml.safe_load(join.read_text()) or {}
+    names = {c.get("name") for c in doc.get("contexts") or []}
+    for component in COMPONENT_USERS:
+        if component not in names:
+            continue
+        out = data_dir / f"{component}.kubeconfig"
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump({**doc, "current-context": component}, f, default_flow_style=False, sort_keys=False)
 
 
 def _nodeagent_sync(*args: str) -> None:
@@ -213,11 +260,13 @@ async def up_main(args: argparse.Namespace) -> int:
                                     "--user", "admin", "-o", str(p.admin_kubeconfig))
             await asyncio.to_thread(_nodeagent_sync, "kubeconfig", "--data-dir", data, "--server", local,
                                     "--user", "node", p.node_name, "-o", str(p.node_kubeconfig))
+            for component, user in COMPONENT_USERS.items():
+                await asyncio.to_thread(_nodeagent_sync, "kubeconfig", "--data-dir", data, "--server", local,
+                                        "--user", user, "-o", str(p.data_dir / f"{component}.kubeconfig"))
             for agent in p.join:
                 out = p.data_dir / "join" / f"{agent}.kubeconfig"
                 out.parent.mkdir(exist_ok=True)
-                await asyncio.to_thread(_nodeagent_sync, "kubeconfig", "--data-dir", data, "--server", local,
-                                        "--user", "node", agent, "-o", str(out))
+                await asyncio.to_thread(write_join_kubeconfig, data, local, agent, out)
             for name, cmd in server_commands(p):
                 await sup.start(name, cmd)
             log.info("server ready url=%s admin_kubeconfig=%s join_dir=%s", local, p.admin_kubeconfig,
@@ -228,6 +277,11 @@ async def up_main(args: argparse.Namespace) -> int:
                 return 2
             p.node_kubeconfig.write_text(agent_kubeconfig_text(p.server_url, p.token, p.ca_file, p.node_name))
             p.node_kubeconfig.chmod(0o600)
+            log.warning("agent role with --token: kube-proxy and the CNI daemon run as the node, which the Node "
+                        "authorizer does not let list Services' EndpointSlices or other Nodes; pass the join "
+                        "kubeconfig with --kubeconfig instead (it carries their own identities)")
+        else:
+            split_join_kubeconfig(Path(p.kubeconfig), p.data_dir)
         for name, cmd in node_commands(p):
             await sup.start(name, cmd)
         log.info("up role=%s node=%s node_ip=%s server=%s", p.role, p.node_name, p.node_ip, p.server_url)

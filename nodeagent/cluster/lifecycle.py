@@ -21,7 +21,7 @@ from nodeagent.cluster import cleanup, components, procs, underlay
 from nodeagent.cluster.components import Component, Options
 from nodeagent.cluster.forwarder import free_loopback_port
 from nodeagent.cluster.kube import Kubectl, KubectlError, node_ready
-from nodeagent.cluster.topology import API_PORT, BASE_DIR, CONTROL_PLANE_IP, ClusterPlan
+from nodeagent.cluster.topology import API_PORT, BASE_DIR, CONTROL_PLANE_IP, ClusterPlan, Member
 from nodeagent.mountinfo import read_mountinfo
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,48 @@ def _nodeagent(*args: str, netns: str | None = None) -> None:
     p = subprocess.run(argv, capture_output=True, text=True)
     if p.returncode != 0:
         raise ClusterError(f"`nodeagent {' '.join(args)}` failed ({p.returncode}): {p.stderr.strip()[-2000:]}")
+
+
+def write_control_plane_credentials(plan: ClusterPlan, data: str) -> None:
+    """Client certificates for the controller manager and the scheduler; a token of the kube-dns
+    service account (a year long: the DNS server is a host process here, not a pod whose kubelet
+    would refresh it) for the DNS server."""
+    import yaml
+
+    server = plan.api_url_internal
+    for component, user in (("controller-manager", components.CONTROLLER_MANAGER_USER),
+                            ("scheduler", components.SCHEDULER_USER)):
+        _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", user,
+                   "-o", str(components.control_plane_kubeconfig(plan, component)))
+    ns, sa = components.DNS_SERVICE_ACCOUNT
+    kubectl = Kubectl(plan.kubeconfig)
+    if kubectl.run("get", "serviceaccount", "-n", ns, sa, check=False).returncode != 0:
+        kubectl.run("create", "serviceaccount", "-n", ns, sa)
+    token = kubectl.run("create", "token", "-n", ns, sa, "--duration", "8760h").stdout.strip()
+    doc = yaml.safe_load(plan.internal_kubeconfig.read_text())
+    doc["users"] = [{"name": f"{ns}:{sa}", "user": {"token": token}}]
+    doc["contexts"][0]["context"]["user"] = f"{ns}:{sa}"
+    out = components.control_plane_kubeconfig(plan, "dns")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(doc, f, default_flow_style=False, sort_keys=False)
+
+
+def write_node_credentials(plan: ClusterPlan, m: Member, data: str) -> None:
+    """One identity per node process: the kubelet's token (system:node:NAME) and serving certificate,
+    kube-proxy's and the CNI daemon's client certificates."""
+    from nodeagent.api.pki import PkiPaths, issue_key_pair
+
+    server = plan.api_url_internal
+    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", "node", m.name,
+               "-o", str(components.node_kubeconfig(plan, m)))
+    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", components.PROXY_USER,
+               "-o", str(components.proxy_kubeconfig(m)))
+    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", components.CNI_USER,
+               "-o", str(components.cni_kubeconfig(m)))
+    crt, key = components.kubelet_serving_cert(m)
+    issue_key_pair(PkiPaths(Path(data) / "pki"), crt, key, f"system:node:{m.name}", ("system:nodes",),
+                   server=True, dns=(m.name,), ips=(m.ip,))
 
 
 def _start(plan: ClusterPlan, comp: Component) -> procs.PidRecord:
@@ -201,8 +243,8 @@ def up(name: str, nodes: int, opts: Options, out: TextIO = sys.stdout, base_dir:
         _nodeagent("kubeconfig", "--data-dir", data, "--server", plan.api_url_internal,
                    "--user", "admin", "-o", str(plan.internal_kubeconfig))
         for m in plan.node_members:
-            _nodeagent("kubeconfig", "--data-dir", data, "--server", plan.api_url_internal,
-                       "--user", "node", m.name, "-o", str(components.node_kubeconfig(plan, m)))
+            write_node_credentials(plan, m, data)
+        write_control_plane_credentials(plan, data)
         done()
 
         cp = components.control_plane(plan, opts)

@@ -83,6 +83,7 @@ class Context:
     clock: Clock = field(default_factory=RealClock)
     metrics: Metrics = field(default_factory=Metrics)
     recorders: dict[str, EventRecorder] = field(default_factory=dict)
+    extra_clients: dict[str, Any] = field(default_factory=dict)  # identities of jobs a loop does for another
 
     def recorder(self, component: str) -> EventRecorder:
         rec = self.recorders.get(component)

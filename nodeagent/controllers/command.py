@@ -1,5 +1,5 @@
 """`nodeagent controllers`: the scheduler and the controller loops in one process, run while this
-instance holds the leader Lease (kube-system/nodeagent-controllers)."""
+instance holds the leader Lease (kube-system/kube-controller-manager)."""
 
 from __future__ import annotations
 
@@ -31,14 +31,22 @@ def register(subparsers: Any) -> None:
     p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0)
     p.add_argument("--leader-elect-retry-period", type=float, default=2.0)
     p.add_argument("--leader-elect-resource-namespace", default="kube-system")
-    p.add_argument("--leader-elect-resource-name", default="nodeagent-controllers")
+    p.add_argument("--leader-elect-resource-name", default="kube-controller-manager")
     p.add_argument("--identity", default=None, help="this instance's name in the Lease (default host_pid)")
     p.add_argument("--metrics-port", type=int, default=10257, help="port of /metrics and /healthz (0 = off)")
     p.add_argument("--metrics-bind-address", default="127.0.0.1")
     p.add_argument("--controllers", default="*",
                    help="comma-separated loops to run (* = all): scheduler, replicaset, deployment, daemonset, "
-                        "job, endpoint, endpointslice, nodeipam, nodelifecycle, garbagecollector, podgc")
+                        "job, endpoint, endpointslice, nodeipam, nodelifecycle, garbagecollector, podgc, "
+                        "serviceaccount, root-ca-cert-publisher, clusterrole-aggregation")
     p.add_argument("--resync-period", type=float, default=60.0, help="seconds between informer resyncs")
+    p.add_argument("--use-service-account-credentials", action="store_true",
+                   help="each loop writes as its own service account in kube-system (upstream's flag); the "
+                        "kubeconfig's user (system:kube-controller-manager) then only reads and mints their tokens")
+    p.add_argument("--scheduler-kubeconfig", default=None,
+                   help="the scheduler's own identity (system:kube-scheduler); default: --kubeconfig")
+    p.add_argument("--root-ca-file", default=None,
+                   help="CA published as kube-root-ca.crt in every namespace (default: the kubeconfig's CA)")
     p.set_defaults(func=main)
 
 
@@ -54,6 +62,7 @@ async def main(args: argparse.Namespace) -> int:
                       node_monitor_period=args.node_monitor_period,
                       default_toleration_seconds=args.default_toleration_seconds,
                       resync_period=args.resync_period)
+    options.extra["root_ca"] = _root_ca(args)
     enabled = None if args.controllers.strip() in ("", "*") else [c.strip() for c in args.controllers.split(",")]
     identity = args.identity or f"{socket.gethostname()}_{os.getpid()}"
     stop = asyncio.Event()
@@ -71,7 +80,9 @@ async def main(args: argparse.Namespace) -> int:
             log.error("cannot serve /metrics and /healthz port=%d error=%s: continuing without them "
                       "(pick another --metrics-port, or 0 to turn them off)", args.metrics_port, e)
     rc = 0
-    async with Client(ClientConfig.from_kubeconfig(args.kubeconfig), user_agent="nodeagent-controllers") as client:
+    config = ClientConfig.from_kubeconfig(args.kubeconfig)
+    async with Client(config, user_agent="kube-controller-manager") as client:
+        own, closers = await _clients(args, client, config)
         elector = None
         metrics.leader.labels(args.leader_elect_resource_name).set(0)
         try:
@@ -83,7 +94,7 @@ async def main(args: argparse.Namespace) -> int:
                 if not await _until_stop(elector.acquire(), stop):
                     return 0
                 metrics.leader.labels(args.leader_elect_resource_name).set(1)
-            manager = ControllerManager(client, options, metrics=metrics, enabled=enabled)
+            manager = ControllerManager(client, options, metrics=metrics, enabled=enabled, clients=own)
             try:
                 await manager.start()
             except TimeoutError:
@@ -106,7 +117,56 @@ async def main(args: argparse.Namespace) -> int:
                 await elector.release()
             if runner is not None:
                 await runner.cleanup()
+            for close in closers:
+                await close()
     return rc
+
+
+def _root_ca(args: argparse.Namespace) -> bytes | None:
+    from nodeagent.client import ClientConfig
+
+    if args.root_ca_file:
+        with open(args.root_ca_file, "rb") as f:
+            return f.read()
+    cfg = ClientConfig.from_kubeconfig(args.kubeconfig)
+    if cfg.ca_data:
+        return cfg.ca_data
+    if cfg.ca_file:
+        with open(cfg.ca_file, "rb") as f:
+            return f.read()
+    return None
+
+
+async def _clients(args: argparse.Namespace, root: Any, config: Any) -> tuple[dict[str, Any], list[Any]]:
+    """The clients of the loops that run as themselves: the scheduler with --scheduler-kubeconfig,
+    every other loop with its service account under --use-service-account-credentials."""
+    from nodeagent.client import Client, ClientConfig
+    from nodeagent.controllers.credentials import SERVICE_ACCOUNTS, ServiceAccountClients
+    from nodeagent.controllers.manager import controller_factories
+
+    own: dict[str, Any] = {}
+    closers: list[Any] = []
+    if args.scheduler_kubeconfig:
+        sched = Client(ClientConfig.from_kubeconfig(args.scheduler_kubeconfig), user_agent="nodeagent-scheduler")
+        own["scheduler"] = sched
+        closers.append(sched.close)
+    if args.use_service_account_credentials:
+        sa = ServiceAccountClients(root, config)
+        closers.append(sa.close)
+        names = list(controller_factories()) if args.controllers.strip() in ("", "*") else \
+            [c.strip() for c in args.controllers.split(",")]
+        if "job" in names:
+            names.append("ttl-after-finished")
+        for name in names:
+            if name in SERVICE_ACCOUNTS:
+                while True:
+                    try:
+                        own[name] = await sa.client_for(name)
+                        break
+                    except Exception as e:  # the apiserver may still be starting
+                        log.warning("cannot get credentials controller=%s error=%s (retrying)", name, e)
+                        await asyncio.sleep(2)
+    return own, closers
 
 
 async def _until_stop(coro: Any, stop: asyncio.Event) -> bool:

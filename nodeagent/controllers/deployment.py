@@ -302,8 +302,10 @@ class DeploymentController(Controller):
         ann = meta(d).get("annotations") or {}
         if ann.get(REVISION) == rev:
             return
-        updated = await self.client.patch(DEPLOYMENTS, name_of(d), {"metadata": {"annotations": {REVISION: rev}}},
-                                          namespace=namespace_of(d))
+        # an update, as upstream (the deployment controller's role has no patch on deployments)
+        new = deep(d)
+        new["metadata"].setdefault("annotations", {})[REVISION] = rev
+        updated = await self.client.update(DEPLOYMENTS, new)
         d["metadata"]["annotations"] = (updated.get("metadata") or {}).get("annotations") or {REVISION: rev}
         d["metadata"]["resourceVersion"] = (updated.get("metadata") or {}).get("resourceVersion")
 

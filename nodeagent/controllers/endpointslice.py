@@ -135,8 +135,12 @@ class EndpointSliceController(Controller, ServicePodHandlers):
         existing = [s for s in self.slices.list() if namespace_of(s) == ns
                     and labels_of(s).get(SERVICE_NAME_LABEL) == name
                     and labels_of(s).get(MANAGED_BY_LABEL) == MANAGED_BY]
-        if svc is None or service_selector(svc) is None or is_deleting(svc):
-            # the Service is gone (or lost its selector): our slices go with it
+        if svc is not None and service_selector(svc) is None:
+            # upstream: a Service without a selector gets no slices from this controller, and the
+            # ones it has (the apiserver's own for `kubernetes`) are not this controller's to remove
+            return
+        if svc is None or is_deleting(svc):
+            # the Service is gone: our slices go with it
             for s in existing:
                 try:
                     await self.client.delete(ENDPOINTSLICES, name_of(s), namespace=ns)

@@ -162,7 +162,9 @@ class JobController(PodOwnerController):
             self.queue.add_after(key, due - now + 0.1)
             return
         try:
-            await self.client.delete(JOBS, name_of(job), namespace=namespace_of(job), propagation_policy="Background",
+            # upstream's ttl-after-finished controller does this, under its own identity
+            ttl_client = self.ctx.extra_clients.get("ttl-after-finished", self.client)
+            await ttl_client.delete(JOBS, name_of(job), namespace=namespace_of(job), propagation_policy="Background",
                                      preconditions={"uid": uid_of(job)})
         except NotFound:
             pass

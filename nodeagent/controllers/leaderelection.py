@@ -29,7 +29,7 @@ Obj = dict[str, Any]
 @dataclass
 class LeaderElectionConfig:
     namespace: str = "kube-system"
-    name: str = "nodeagent-controllers"
+    name: str = "kube-controller-manager"
     identity: str = ""
     lease_duration: float = 15.0
     renew_deadline: float = 10.0

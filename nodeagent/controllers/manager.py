@@ -4,8 +4,10 @@ this instance leads (seed 002: one active instance, the others on standby)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from nodeagent.client.interface import ClientProtocol
 from nodeagent.clock import Clock, RealClock
@@ -16,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def controller_factories() -> dict[str, Callable[[Context], Controller]]:
+    from nodeagent.controllers.clusterroleaggregation import ClusterRoleAggregationController
     from nodeagent.controllers.daemonset import DaemonSetController
     from nodeagent.controllers.deployment import DeploymentController
     from nodeagent.controllers.endpoints import EndpointsController
@@ -26,20 +29,25 @@ def controller_factories() -> dict[str, Callable[[Context], Controller]]:
     from nodeagent.controllers.nodelifecycle import NodeLifecycleController
     from nodeagent.controllers.podgc import PodGCController
     from nodeagent.controllers.replicaset import ReplicaSetController
+    from nodeagent.controllers.rootcacert import RootCACertPublisher
     from nodeagent.controllers.scheduler import Scheduler
+    from nodeagent.controllers.serviceaccounts import ServiceAccountsController
 
     return {
         "scheduler": Scheduler, "replicaset": ReplicaSetController, "deployment": DeploymentController,
         "daemonset": DaemonSetController, "job": JobController, "endpoint": EndpointsController,
         "endpointslice": EndpointSliceController, "nodeipam": NodeIpamController,
         "nodelifecycle": NodeLifecycleController, "garbagecollector": GarbageCollector,
-        "podgc": PodGCController,
+        "podgc": PodGCController, "serviceaccount": ServiceAccountsController,
+        "root-ca-cert-publisher": RootCACertPublisher, "clusterrole-aggregation": ClusterRoleAggregationController,
     }
 
 
 class ControllerManager:
     def __init__(self, client: ClientProtocol, options: Options | None = None, clock: Clock | None = None,
-                 metrics: Metrics | None = None, enabled: list[str] | None = None) -> None:
+                 metrics: Metrics | None = None, enabled: list[str] | None = None,
+                 clients: dict[str, Any] | None = None) -> None:
+        """clients: a controller's own client (its identity) by name; the others write with `client`."""
         self.options = options or Options()
         self.informers = SharedInformers(client, resync_period=self.options.resync_period)
         self.ctx = Context(client=client, informers=self.informers, options=self.options,
@@ -49,7 +57,11 @@ class ControllerManager:
         unknown = [n for n in names if n not in factories]
         if unknown:
             raise ValueError(f"unknown controllers {unknown}: known are {sorted(factories)}")
-        self.controllers: dict[str, Controller] = {n: factories[n](self.ctx) for n in names}
+        own = clients or {}
+        self.ctx.extra_clients.update(own)
+        self.controllers: dict[str, Controller] = {
+            n: factories[n](dataclasses.replace(self.ctx, client=own[n], recorders={}) if n in own else self.ctx)
+            for n in names}
         self.running = False
 
     async def start(self, sync_timeout: float = 60.0) -> None:
@@ -64,7 +76,9 @@ class ControllerManager:
         self.running = False
         await asyncio.gather(*(c.stop() for c in self.controllers.values()), return_exceptions=True)
         await self.informers.stop()
-        for rec in self.ctx.recorders.values():
+        recorders = {id(r): r for c in self.controllers.values() for r in c.ctx.recorders.values()}
+        recorders.update({id(r): r for r in self.ctx.recorders.values()})
+        for rec in recorders.values():
             try:
                 await asyncio.wait_for(rec.flush(), 2.0)
             except TimeoutError:

@@ -14,6 +14,7 @@ from nodeagent.controllers.objects import (
     deep,
     is_deleting,
     labels_of,
+    name_of,
     namespace_of,
     owner_reference,
     random_suffix,
@@ -42,6 +43,14 @@ def pod_from_template(owner: Obj, template: Obj, owner_kind: Any, name_prefix: s
     return pod
 
 
+async def _set_owners(client: ClientProtocol, kind: Any, obj: Obj, refs: list[Obj]) -> Obj:
+    """Adopt or release with a patch, as upstream's ControllerRefManager (the controllers' roles
+    grant patch, not update, on what they own); the uid guards against a namesake."""
+    patch = {"metadata": {"ownerReferences": refs, "uid": uid_of(obj)}}
+    out: Obj = await client.patch(kind, name_of(obj), patch, namespace=namespace_of(obj) or None)
+    return out
+
+
 async def claim(client: ClientProtocol, owner: Obj, owner_kind: Any, kind: Any, candidates: list[Obj],
                 selector: Obj | None) -> list[Obj]:
     """Adopt matching orphans, release non-matching owned objects; return the ones we own."""
@@ -56,21 +65,17 @@ async def claim(client: ClientProtocol, owner: Obj, owner_kind: Any, kind: Any, 
             if matches:
                 owned.append(obj)
             elif not is_deleting(owner):
-                new = deep(obj)
-                new["metadata"]["ownerReferences"] = [
-                    r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
+                refs = [r for r in (obj.get("metadata") or {}).get("ownerReferences") or [] if r.get("uid") != uid]
                 try:
-                    await client.update(kind, new)
+                    await _set_owners(client, kind, obj, refs)
                 except NotFound:
                     pass
             continue
         if not matches or is_deleting(owner) or is_deleting(obj):
             continue
-        new = deep(obj)
-        new["metadata"]["ownerReferences"] = [*(new["metadata"].get("ownerReferences") or []),
-                                              owner_reference(owner, owner_kind)]
+        refs = [*((obj.get("metadata") or {}).get("ownerReferences") or []), owner_reference(owner, owner_kind)]
         try:
-            owned.append(await client.update(kind, new))
+            owned.append(await _set_owners(client, kind, obj, refs))
         except NotFound:
             pass
     return owned

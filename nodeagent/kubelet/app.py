@@ -19,6 +19,27 @@ from nodeagent.kubelet.server import KubeletServer, ensure_serving_cert
 log = logging.getLogger(__name__)
 
 
+def client_ca(config: KubeletConfig, kubeconfig: str) -> str | None:
+    """The CA whose client certificates authenticate callers: --client-ca-file, else the kubeconfig's
+    cluster CA written next to the kubelet's PKI (the apiserver's kubelet client cert is signed by it)."""
+    import os
+
+    from nodeagent.client import ClientConfig
+
+    if config.client_ca_file:
+        return config.client_ca_file
+    cfg = ClientConfig.from_kubeconfig(kubeconfig)
+    if cfg.ca_file:
+        return cfg.ca_file
+    if not cfg.ca_data:
+        return None
+    os.makedirs(config.pki_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(config.pki_dir, "client-ca.crt")
+    with open(path, "wb") as f:
+        f.write(cfg.ca_data)
+    return path
+
+
 def _socket_exists(endpoint: str) -> bool:
     import os
 
@@ -88,8 +109,11 @@ async def run_kubelet(config: KubeletConfig, kubeconfig: str, runtime_endpoint: 
         name, version = await runtime.version()
         runtime_version = f"{name}://{version}"
         runtime_state[0] = await runtime.runtime_ready()
-        crt, key = ensure_serving_cert(config.pki_dir, config.node_name, [nodes.node_ip])
-        await server.start(config.bind_address, config.port, crt, key)
+        if config.tls_cert_file:
+            crt, key = config.tls_cert_file, config.tls_private_key_file or config.tls_cert_file
+        else:
+            crt, key = ensure_serving_cert(config.pki_dir, config.node_name, [nodes.node_ip])
+        await server.start(config.bind_address, config.port, crt, key, client_ca(config, kubeconfig))
         await nodes.register()
         tasks.append(asyncio.create_task(nodes.run_lease_loop(), name="kubelet-lease"))
         await kubelet.start()

@@ -36,6 +36,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--container-log-max-files", type=int, default=5)
     p.add_argument("--parallel-pod-starts", type=int, default=4,
                    help="how many new pod sandboxes are created at once (0: no limit)")
+    p.add_argument("--tls-cert-file", default="",
+                   help="serving certificate issued by the cluster CA for this node (CN system:node:NAME); "
+                        "without one the kubelet makes a self-signed certificate the apiserver refuses")
+    p.add_argument("--tls-private-key-file", default="")
+    p.add_argument("--client-ca-file", default="",
+                   help="CA of the client certificates callers may present (default: the kubeconfig's CA)")
     p.add_argument("--anonymous-auth", action="store_true",
                    help="serve the kubelet endpoint without token review (testing only)")
     p.set_defaults(func=main)
@@ -60,6 +66,8 @@ async def main(args: argparse.Namespace) -> int:
         parallel_pod_starts=args.parallel_pod_starts,
         container_log_max_size=int(parse_quantity(args.container_log_max_size)),
         container_log_max_files=max(2, args.container_log_max_files), authenticate=not args.anonymous_auth,
+        tls_cert_file=args.tls_cert_file, tls_private_key_file=args.tls_private_key_file,
+        client_ca_file=args.client_ca_file,
     )
     return await run_kubelet(cfg, args.kubeconfig, args.container_runtime_endpoint, args.cni_bin_dir,
                              args.cni_conf_dir)

@@ -34,7 +34,10 @@ class KubeletConfig:
     container_log_max_files: int = 5
     log_rotation_interval: float = 10.0
     parallel_pod_starts: int = 4  # new sandboxes created at once (0: no limit)
-    authenticate: bool = True  # verify bearer tokens on the kubelet endpoint with a TokenReview
+    authenticate: bool = True  # authenticate (x509, TokenReview) and authorize (SubjectAccessReview) callers
+    tls_cert_file: str = ""  # the serving certificate (issued by the cluster CA); "" = self-signed
+    tls_private_key_file: str = ""
+    client_ca_file: str = ""  # CA whose client certificates authenticate callers; "" = the kubeconfig's CA
 
     @property
     def root_dir(self) -> str:

@@ -29,6 +29,8 @@ from nodeagent.kubelet.runtime_service import RuntimeService
 from nodeagent.kubelet.status_manager import StatusManager
 from nodeagent.kubelet.sync import PodSyncer
 from nodeagent.kubelet.termination import PodTerminator
+from nodeagent.kubelet.tokens import TokenManager, refresh_loop
+from nodeagent.kubelet.volumes import setup_volumes
 from nodeagent.machinery.kinds import PODS, SERVICES
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class Kubelet:
                                    on_delete=self._on_pod_delete)
         # Services for the pods' environment variables (enableServiceLinks, KUBERNETES_SERVICE_*).
         self.services = Informer(client, SERVICES)
+        self.tokens = TokenManager(client)
         self.pleg = GenericPLEG(runtime, self.clock, on_event=self._on_pleg_event,
                                 relist_period=config.pleg_relist_period,
                                 relist_threshold=config.pleg_relist_threshold,
@@ -67,7 +70,8 @@ class Kubelet:
                                      self.services.list)
         self.syncer = PodSyncer(runtime, self.pleg, self.probes, self.containers, self.status, self.backoff,
                                 self.recorder, config, self.host, read_host_resolv_conf(config.resolv_conf),
-                                get_object)
+                                get_object, self.tokens)
+        self.get_object = get_object
         self.terminator = PodTerminator(client, self.pleg, self.probes, self.containers, self.status, self.backoff,
                                         config)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -106,6 +110,10 @@ class Kubelet:
         self._tasks.append(asyncio.create_task(self.pleg.run(), name="kubelet-pleg"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="kubelet-housekeeping"))
         self._tasks.append(asyncio.create_task(self._rotate_logs(), name="kubelet-log-rotation"))
+        self._tasks.append(asyncio.create_task(refresh_loop(
+            lambda: [w.pod for w in self.workers.values() if w.pod and w.volume_paths], self.tokens,
+            lambda pod: setup_volumes(pod, self.config.pods_dir, self.get_object, self.tokens.token)),
+            name="kubelet-token-refresh"))
 
     async def stop(self) -> None:
         self.informer.stop()
@@ -126,6 +134,7 @@ class Kubelet:
 
     def _on_pod_delete(self, pod: dict[str, Any]) -> None:
         uid = pod.get("metadata", {}).get("uid", "")
+        self.tokens.forget(uid)
         w = self.workers.get(uid)
         if w is not None:
             self.pod_workers.remove(uid, grace_period(w.pod))

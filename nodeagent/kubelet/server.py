@@ -2,9 +2,12 @@
 /containerLogs/NS/POD/CONTAINER, /exec/NS/POD/CONTAINER, /attach/NS/POD[/UID]/CONTAINER and
 /portForward/NS/POD[/UID].
 
-The apiserver proxies pods/log, pods/exec, pods/attach and pods/portforward here with its own bearer
-token; every request except /healthz must carry a token that a TokenReview (through the apiserver)
-accepts, from a user the kubelet serves: the apiserver (system:apiserver), an admin (system:masters), or this node itself.
+The apiserver proxies pods/log, pods/exec, pods/attach and pods/portforward here, presenting its
+kubelet client certificate. As upstream's kubelet (authentication x509 + webhook, authorization
+webhook), every request except /healthz is authenticated, by a client certificate signed by the
+cluster CA or by a bearer token a TokenReview accepts, and then authorized by a
+SubjectAccessReview for the node's subresource (nodes/proxy, nodes/log, nodes/stats,
+nodes/metrics; verb from the HTTP method), answered by the apiserver's RBAC.
 A streaming exec is answered by CRI Exec and the upgraded connection (SPDY or WebSocket) is spliced
 byte for byte to the runtime's streaming server, which only listens inside the node. An attach is
 answered the same way from CRI Attach on the container's running instance, with the TTY setting the
@@ -38,9 +41,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALLOWED_USERS = ("system:apiserver", "kube-apiserver-kubelet-client")
-ALLOWED_GROUPS = ("system:masters",)
 TOKEN_CACHE_TTL = 120.0  # upstream's webhook token authenticator caches for 2 minutes
+AUTHZ_ALLOW_TTL, AUTHZ_DENY_TTL = 300.0, 30.0  # upstream's webhook authorizer cache defaults
+# upstream pkg/kubelet/server/auth.go: the path's first segment picks the subresource
+_SUBRESOURCES = {"stats": "stats", "metrics": "metrics", "logs": "log", "spec": "spec", "checkpoint": "checkpoint",
+                 "configz": "configz", "healthz": "healthz", "pods": "pods"}
+_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 def ensure_serving_cert(pki_dir: str, node_name: str, ips: list[str]) -> tuple[str, str]:
@@ -85,7 +91,8 @@ def _flag(q: Any, name: str) -> bool:
 class KubeletServer:
     def __init__(self, kubelet: Kubelet) -> None:
         self.k = kubelet
-        self._tokens: dict[str, tuple[float, bool, str]] = {}  # token -> (expiry, allowed, user)
+        self._tokens: dict[str, tuple[float, dict[str, Any] | None]] = {}  # token -> (expiry, user)
+        self._decisions: dict[tuple[Any, ...], tuple[float, bool, str]] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -103,9 +110,12 @@ class KubeletServer:
         app.router.add_get("/pods", self.pods)
         return app
 
-    async def start(self, host: str, port: int, certfile: str, keyfile: str) -> None:
+    async def start(self, host: str, port: int, certfile: str, keyfile: str, client_ca: str | None = None) -> None:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(certfile, keyfile)
+        if client_ca:
+            ctx.load_verify_locations(cafile=client_ca)
+            ctx.verify_mode = ssl.CERT_OPTIONAL
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ctx, reuse_address=True)
@@ -120,39 +130,77 @@ class KubeletServer:
             await self._runner.cleanup()
 
     # ------------------------------------------------------------------ authn / authz
-    async def _review(self, token: str) -> tuple[bool, str]:
+    async def _token_user(self, token: str) -> dict[str, Any] | None:
         hit = self._tokens.get(token)
         if hit and hit[0] > time.monotonic():
-            return hit[1], hit[2]
+            return hit[1]
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
         resp = await self.k.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=body)
         st = resp.get("status") or {}
-        user = (st.get("user") or {})
-        name = str(user.get("username", ""))
-        groups = list(user.get("groups") or [])
-        allowed = bool(st.get("authenticated")) and (
-            name in ALLOWED_USERS or any(g in ALLOWED_GROUPS for g in groups)
-            or name == f"system:node:{self.k.config.node_name}")
+        user = st.get("user") if st.get("authenticated") else None
         if len(self._tokens) > 1024:
             self._tokens.clear()
-        self._tokens[token] = (time.monotonic() + TOKEN_CACHE_TTL, allowed, name)
-        return allowed, name
+        self._tokens[token] = (time.monotonic() + TOKEN_CACHE_TTL, user)
+        return user
+
+    async def _allowed(self, user: dict[str, Any], verb: str, subresource: str) -> tuple[bool, str]:
+        key = (user.get("username"), tuple(user.get("groups") or ()), verb, subresource)
+        hit = self._decisions.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1], hit[2]
+        spec = {"user": user.get("username", ""), "groups": list(user.get("groups") or []),
+                "resourceAttributes": {"verb": verb, "resource": "nodes", "subresource": subresource,
+                                       "name": self.k.config.node_name}}
+        if user.get("uid"):
+            spec["uid"] = user["uid"]
+        if user.get("extra"):
+            spec["extra"] = user["extra"]
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+        resp = await self.k.client.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=body)
+        st = resp.get("status") or {}
+        allowed, reason = bool(st.get("allowed")), str(st.get("reason") or "")
+        if len(self._decisions) > 1024:
+            self._decisions.clear()
+        self._decisions[key] = (time.monotonic() + (AUTHZ_ALLOW_TTL if allowed else AUTHZ_DENY_TTL), allowed, reason)
+        return allowed, reason
+
+    @staticmethod
+    def _cert_user(request: web.Request) -> dict[str, Any] | None:
+        cert = request.transport.get_extra_info("peercert") if request.transport is not None else None
+        if not cert:
+            return None
+        cn, orgs = "", []
+        for rdn in cert.get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    cn = value
+                elif key == "organizationName":
+                    orgs.append(value)
+        return {"username": cn, "groups": [*orgs, "system:authenticated"]} if cn else None
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path == "/healthz" or not self.k.config.authenticate:
             return await handler(request)  # type: ignore[no-any-return]
+        user = self._cert_user(request)
         auth = request.headers.get("Authorization", "")
-        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
-            return web.Response(status=401, text="Unauthorized: a bearer token is required\n")
         try:
-            allowed, user = await self._review(auth[7:].strip())
+            if user is None:
+                if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+                    return web.Response(status=401, text="Unauthorized\n")
+                user = await self._token_user(auth[7:].strip())
+                if user is None:
+                    return web.Response(status=401, text="Unauthorized\n")
+            verb = _VERBS.get(request.method, request.method.lower())
+            sub = _SUBRESOURCES.get(request.path.strip("/").split("/", 1)[0], "proxy")
+            allowed, reason = await self._allowed(user, verb, sub)
         except Exception as e:
-            log.warning("token review failed err=%s", e)
-            return web.Response(status=401, text=f"Unauthorized: token review failed: {e}\n")
+            log.warning("authentication or authorization review failed err=%s", e)
+            return web.Response(status=401, text=f"Unauthorized: review failed: {e}\n")
         if not allowed:
-            return web.Response(status=403, text=f"Forbidden (user={user}, verb={request.method.lower()}, "
-                                                  f"resource=nodes, subresource=proxy)\n")
+            name = user.get("username", "")
+            return web.Response(status=403, text=f"Forbidden (user={name}, verb={verb}, resource=nodes, "
+                                                  f"subresource={sub})" + (f": {reason}" if reason else "") + "\n")
         return await handler(request)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ handlers

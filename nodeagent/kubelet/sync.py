@@ -25,6 +25,7 @@ from nodeagent.kubelet.pod_workers import PodWorker, pod_key
 from nodeagent.kubelet.podstatus import reread
 from nodeagent.kubelet.runtime_service import RuntimeService
 from nodeagent.kubelet.status_manager import StatusManager
+from nodeagent.kubelet.tokens import TokenManager
 from nodeagent.kubelet.volumes import VolumeError, setup_volumes
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 class PodSyncer:
     def __init__(self, runtime: RuntimeService, pleg: GenericPLEG, probes: probes_mod.ProbeManager,
                  containers: Containers, status: StatusManager, backoff: Backoff, recorder: Any,
-                 config: KubeletConfig, host: HostInfo, host_dns: DNSConfig, get_object: ObjectGetter) -> None:
+                 config: KubeletConfig, host: HostInfo, host_dns: DNSConfig, get_object: ObjectGetter,
+                 tokens: TokenManager | None = None) -> None:
         self.runtime = runtime
         self.pleg = pleg
         self.probes = probes
@@ -45,6 +47,7 @@ class PodSyncer:
         self.host = host
         self.host_dns = host_dns
         self.get_object = get_object
+        self.tokens = tokens  # the service account tokens of projected volumes (tokens.py)
         # A new sandbox is the expensive part (runc, CNI): bound how many start at once so that a
         # burst of pods finishes in order instead of all together at the end.
         self._start_slots = asyncio.Semaphore(config.parallel_pod_starts) if config.parallel_pod_starts > 0 else None
@@ -79,7 +82,8 @@ class PodSyncer:
         if actions.create_sandbox or actions.next_init_container or actions.containers_to_start:
             # Volumes before the sandbox (upstream waits for mounts before SyncPod).
             try:
-                w.volume_paths = await setup_volumes(pod, self.config.pods_dir, self.get_object)
+                w.volume_paths = await setup_volumes(pod, self.config.pods_dir, self.get_object,
+                                                     self.tokens.token if self.tokens else None)
             except VolumeError as e:
                 self.recorder.event(pod, "Warning", "FailedMount", f"MountVolume.SetUp failed: {e}")
                 w.requeue(2.0)

@@ -1,4 +1,5 @@
-"""Pod volumes on the node: emptyDir, hostPath, configMap and secret (as files).
+"""Pod volumes on the node: emptyDir, hostPath, configMap, secret, downwardAPI and projected (with
+service account tokens, kubelet/tokens.py).
 
 Layout as upstream: DIR/kubelet/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>. ConfigMap and
 Secret contents are written atomically the way upstream's AtomicWriter does: the files go into a
@@ -13,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nodeagent.kubelet.env import ObjectGetter
@@ -88,10 +90,15 @@ def _project(data: dict[str, bytes], items: list[dict[str, Any]] | None) -> dict
     return out
 
 
-async def setup_volumes(pod: dict[str, Any], pods_dir: str, get: ObjectGetter) -> dict[str, str]:
+# (pod, serviceAccountToken source) -> the token (kubelet/tokens.py TokenManager.token)
+TokenGetter = Callable[[dict[str, Any], dict[str, Any]], Awaitable[bytes]]
+
+
+async def setup_volumes(pod: dict[str, Any], pods_dir: str, get: ObjectGetter,
+                        token: TokenGetter | None = None) -> dict[str, str]:
     """Create or refresh every volume of the pod; return volume name -> host path."""
     ns = pod["metadata"].get("namespace", "default")
-    objects: dict[str, dict[str, Any] | None] = {}
+    objects: dict[str, Any] = {}
     for vol in pod.get("spec", {}).get("volumes") or []:
         if "configMap" in vol:
             objects[vol["name"]] = await get("configmap", ns, vol["configMap"].get("name", ""))
@@ -103,6 +110,14 @@ async def setup_volumes(pod: dict[str, Any], pods_dir: str, get: ObjectGetter) -
                     objects[f"{vol['name']}:{idx}"] = await get("configmap", ns, src["configMap"].get("name", ""))
                 elif "secret" in src:
                     objects[f"{vol['name']}:{idx}"] = await get("secret", ns, src["secret"].get("name", ""))
+                elif "serviceAccountToken" in src:
+                    if token is None:
+                        raise VolumeError(f"projected volume {vol['name']!r}: no token source for serviceAccountToken")
+                    try:
+                        objects[f"{vol['name']}:{idx}"] = await token(pod, src["serviceAccountToken"])
+                    except Exception as e:
+                        raise VolumeError(f"projected volume {vol['name']!r}: cannot get a service account token: "
+                                          f"{e}") from e
     return materialize_volumes(pod, pods_dir, objects)
 
 
@@ -150,8 +165,7 @@ def downward_value(pod: dict[str, Any], item: dict[str, Any]) -> bytes:
     raise VolumeError(f"downwardAPI item {item.get('path')!r} has neither fieldRef nor resourceFieldRef")
 
 
-def _projected_files(pod: dict[str, Any], vol: dict[str, Any],
-                     objects: dict[str, dict[str, Any] | None]) -> dict[str, bytes]:
+def _projected_files(pod: dict[str, Any], vol: dict[str, Any], objects: dict[str, Any]) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for idx, src in enumerate(vol["projected"].get("sources") or []):
         if "configMap" in src or "secret" in src:
@@ -166,9 +180,9 @@ def _projected_files(pod: dict[str, Any], vol: dict[str, Any],
             for item in src["downwardAPI"].get("items") or []:
                 files[item["path"]] = downward_value(pod, item)
         elif "serviceAccountToken" in src:
-            # No token minting (TokenRequest) in this apiserver: the file is left out, loudly.
-            log.warning("projected volume source serviceAccountToken is not supported pod=%s volume=%s",
-                        pod["metadata"].get("name"), vol["name"])
+            tok = objects.get(f"{vol['name']}:{idx}")
+            if isinstance(tok, bytes):
+                files[src["serviceAccountToken"].get("path") or "token"] = tok
     return files
 
 
@@ -190,8 +204,7 @@ def _host_path(vol: dict[str, Any]) -> str:
     return p
 
 
-def materialize_volumes(pod: dict[str, Any], pods_dir: str,
-                        objects: dict[str, dict[str, Any] | None]) -> dict[str, str]:
+def materialize_volumes(pod: dict[str, Any], pods_dir: str, objects: dict[str, Any]) -> dict[str, str]:
     """The file-system half of setup_volumes: `objects` holds each configMap/secret volume's source."""
     uid = pod["metadata"]["uid"]
     base = os.path.join(pod_dir(pods_dir, uid), "volumes")

@@ -55,7 +55,7 @@ ENDPOINTS = Kind("", "v1", "Endpoints", "endpoints", True, ("ep",))
 EVENTS = Kind("", "v1", "Event", "events", True, ("ev",))
 CONFIGMAPS = Kind("", "v1", "ConfigMap", "configmaps", True, ("cm",))
 SECRETS = Kind("", "v1", "Secret", "secrets", True)
-SERVICEACCOUNTS = Kind("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",))
+SERVICEACCOUNTS = Kind("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), ("token",))
 BINDINGS = Kind("", "v1", "Binding", "bindings", True, verbs=("create",))
 DEPLOYMENTS = Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",), ("status", "scale"))
 REPLICASETS = Kind("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("status", "scale"))
@@ -64,10 +64,15 @@ CONTROLLERREVISIONS = Kind("apps", "v1", "ControllerRevision", "controllerrevisi
 JOBS = Kind("batch", "v1", "Job", "jobs", True, (), ("status",))
 ENDPOINTSLICES = Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True)
 LEASES = Kind("coordination.k8s.io", "v1", "Lease", "leases", True)
+ROLES = Kind("rbac.authorization.k8s.io", "v1", "Role", "roles", True)
+CLUSTERROLES = Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False)
+ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True)
+CLUSTERROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False)
 
 KINDS: tuple[Kind, ...] = (
     NAMESPACES, NODES, PODS, SERVICES, ENDPOINTS, EVENTS, CONFIGMAPS, SECRETS, SERVICEACCOUNTS,
     BINDINGS, DEPLOYMENTS, REPLICASETS, DAEMONSETS, CONTROLLERREVISIONS, JOBS, ENDPOINTSLICES, LEASES,
+    ROLES, CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS,
 )
 
 

@@ -1,5 +1,6 @@
 """A fake kubelet endpoint for apiserver proxy tests: /containerLogs and /exec (WebSocket
-v5.channel.k8s.io), checking the caller's bearer token with a TokenReview like the real kubelet."""
+v5.channel.k8s.io). Like the real kubelet it serves a certificate from the cluster CA for its node
+and knows its callers by their client certificate, or by a bearer token a TokenReview accepts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from nodeagent.api.pki import ensure_pki
+from nodeagent.api.pki import PkiPaths, issue_key_pair
 
 
 @dataclass
@@ -25,7 +26,14 @@ class FakeKubelet:
     port: int = 0
     _runner: web.AppRunner | None = None
 
+    node: str = "px"
+
     async def _user(self, request: web.Request) -> str | None:
+        cert = request.transport.get_extra_info("peercert") if request.transport else None
+        for rdn in (cert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    return str(value)
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
             return None
@@ -64,9 +72,13 @@ class FakeKubelet:
         return ws
 
     async def start(self, data_dir: Path) -> None:
-        pki = ensure_pki(data_dir / "fake-kubelet", [])  # any self-signed cert: the apiserver does not verify
+        d = data_dir / "fake-kubelet"
+        crt, key = issue_key_pair(PkiPaths(data_dir / "pki"), d / "kubelet.crt", d / "kubelet.key",
+                                  f"system:node:{self.node}", ("system:nodes",), server=True, ips=("127.0.0.1",))
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(pki.server_crt, pki.server_key)
+        ctx.load_cert_chain(crt, key)
+        ctx.load_verify_locations(cafile=str(self.ca_file))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
         app = web.Application()
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.logs)
         app.router.add_route("*", "/exec/{ns}/{pod}/{container}", self.exec)

@@ -61,7 +61,9 @@ def _spawn(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as f:
         return subprocess.Popen(
             [sys.executable, "-m", "nodeagent", "apiserver", "--data-dir", str(data_dir),
-             "--bind-address", "127.0.0.1", "--port", str(port)],
+             "--bind-address", "127.0.0.1", "--port", str(port),
+             # no controller makes the `default` service accounts the ServiceAccount plugin requires
+             "--disable-admission-plugins", "ServiceAccount"],
             stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 

@@ -105,6 +105,17 @@ class KubeletNode:
     def log(self) -> Path:
         return self.base / "kubelet.log"
 
+    def serving_cert(self) -> list[str]:
+        """A serving certificate from the cluster CA for this node (what a CSR would get it): the
+        apiserver refuses to proxy to a kubelet without one."""
+        from nodeagent.api.pki import PkiPaths, issue_key_pair
+
+        crt, key = self.data_dir / "serving.crt", self.data_dir / "serving.key"
+        if not crt.exists():
+            issue_key_pair(PkiPaths(self.api.data_dir / "pki"), crt, key, f"system:node:{self.name}",
+                           ("system:nodes",), server=True, dns=(self.name,), ips=("127.0.0.1",))
+        return ["--tls-cert-file", str(crt), "--tls-private-key-file", str(key)]
+
     def start_kubelet(self) -> None:
         runtime = ["--container-runtime-endpoint", self.node.endpoint] if self.node else \
             ["--cni-bin-dir", REFERENCE_CNI_BIN, "--cni-conf-dir", str(self.base / "net.d")]
@@ -113,7 +124,7 @@ class KubeletNode:
                 *runtime, "--node-ip", "127.0.0.1",
                 "--port", str(self.port), "--pod-cidr", "10.199.0.0/24",
                 "--node-status-update-frequency", "2", "--node-lease-renew-interval", "2",
-                "--sync-frequency", "5", *self.extra_args]
+                "--sync-frequency", "5", *self.serving_cert(), *self.extra_args]
         with open(self.log, "ab") as f:
             self.proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})

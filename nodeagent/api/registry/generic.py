@@ -396,12 +396,12 @@ class GenericStore:
         self._notify("DELETED", obj)
 
     async def delete_collection(self, namespace: str | None, opts: ListOptions,
-                                dopts: DeleteOptions) -> builtins.list[Obj]:
+                                dopts: DeleteOptions, user: Any = None) -> builtins.list[Obj]:
         res = await self.list(namespace, opts)
         out = []
         for e in res.items:
             try:
-                obj, _ = await self.delete(e.namespace or None, e.name, dopts)
+                obj, _ = await self.delete(e.namespace or None, e.name, dopts, WriteContext(dopts.dry_run, user=user))
                 out.append(obj)
             except errors.ApiError as err:
                 if err.code != 404:

@@ -140,8 +140,8 @@ class Registry:
         return await self.for_kind(kind).delete(namespace, name, opts, WriteContext(opts.dry_run, user=user))
 
     async def delete_collection(self, kind: Kind, namespace: str | None, opts: ListOptions,
-                                dopts: DeleteOptions) -> builtins.list[Obj]:
-        return await self.for_kind(kind).delete_collection(namespace, opts, dopts)
+                                dopts: DeleteOptions, user: Any = None) -> builtins.list[Obj]:
+        return await self.for_kind(kind).delete_collection(namespace, opts, dopts, user)
 
     # --- subresources ------------------------------------------------------------------------
     def to_scale(self, obj: Obj) -> Obj:

@@ -149,7 +149,10 @@ def test_node_identity_is_restricted(apiserver: ApiServerProcess) -> None:
             '{"spec":{"nodeName":"node-b"}}')
     kubectl(apiserver, "run", "theirs", "--image=nodeagent.local/toolbox:1", "--overrides",
             '{"spec":{"nodeName":"node-c"}}')
-    assert "mine" in kubectl(apiserver, "get", "pods", kubeconfig=kc).stdout
+    # upstream's Node authorizer: a kubelet lists pods only with its own spec.nodeName selector
+    assert "mine" in kubectl(apiserver, "get", "pods", "--field-selector", "spec.nodeName=node-b",
+                             kubeconfig=kc).stdout
+    assert "forbidden" in kubectl(apiserver, "get", "pods", kubeconfig=kc, check=False).stderr.lower()
     ok = kubectl(apiserver, "delete", "pod", "mine", "--grace-period=0", "--force", kubeconfig=kc, check=False)
     assert ok.returncode == 0, ok.stderr
     denied = kubectl(apiserver, "delete", "pod", "theirs", kubeconfig=kc, check=False)

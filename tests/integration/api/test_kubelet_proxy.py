@@ -1,4 +1,4 @@
-"""pods/log and pods/exec are proxied to the pod's kubelet with the apiserver's own credentials."""
+"""pods/log and pods/exec are proxied to the pod's kubelet with the apiserver's kubelet client certificate."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def test_logs_and_exec_go_through_the_kubelet(apiserver: ApiServerProcess)
         assert rc == 0, err
         assert out == "ran: echo hi\n"
         assert kubelet.seen_paths[-1].startswith("/exec/default/lp/app?")
-        assert set(kubelet.seen_users) == {"system:apiserver"}
+        assert set(kubelet.seen_users) == {"kube-apiserver-kubelet-client"}
 
         # A node identity may not read logs through the apiserver.
         token = _node_token(apiserver, "px")

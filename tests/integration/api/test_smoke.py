@@ -57,7 +57,9 @@ def test_kubectl_create_get_delete_pod(apiserver: ApiServerProcess, tmp_path: Pa
 
 def test_node_kubeconfig_is_a_node_identity(apiserver: ApiServerProcess) -> None:
     kc = apiserver.kubeconfig_for_node("node-a")
-    assert "namespace/default" in _kubectl(apiserver, "get", "ns", "-o", "name", kubeconfig=kc)
+    # what upstream's Node authorizer lets a kubelet read (services), and not more (namespaces)
+    assert "service/kubernetes" in _kubectl(apiserver, "get", "svc", "-o", "name", kubeconfig=kc)
+    assert "forbidden" in kubectl(apiserver, "get", "ns", kubeconfig=kc, check=False).stderr.lower()
     denied = subprocess.run(["kubectl", "--kubeconfig", str(kc), "--cache-dir", str(apiserver.data_dir / "c2"),
                              "create", "namespace", "nope"], capture_output=True, text=True, timeout=60)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()

@@ -2,13 +2,13 @@
 
 `up` acts on the namespace it runs in, so the test makes two hosts joined by a veth pair, like two
 Vagrant VMs on 192.168.56.0/24: a server (`up --join agent1`) and an agent joining it with
-`--server/--token/--ca-file` taken from the join kubeconfig the server wrote. A pod on the agent
-must run; then `down` must leave both namespaces and the disk clean.
+the join kubeconfig the server wrote (the node's token plus kube-proxy's and the CNI daemon's own
+client certificates). A pod on the agent must run; then `down` must leave both namespaces and the
+disk clean.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import subprocess
@@ -104,11 +104,11 @@ def test_up_server_and_agent_run_a_pod_and_down_cleans_up(hosts: tuple[str, str]
         join = sdata / "join" / "agent1.kubeconfig"
         wait_for("the agent's join kubeconfig", join.exists, 90)
         kc = yaml.safe_load(join.read_text())
-        ca = tmp_path / "ca.crt"
-        ca.write_bytes(base64.b64decode(kc["clusters"][0]["cluster"]["certificate-authority-data"]))
+        assert {c["name"] for c in kc["contexts"]} >= {"kube-proxy", "cni-daemon"}
+        agent_kc = tmp_path / "agent1.kubeconfig"
+        shutil.copy(join, agent_kc)
         agent = _up(agent_ns, adata, tmp_path / "agent.log", "--node-name", "agent1", "--node-ip", AGENT_IP,
-                    "--server", f"https://{SERVER_IP}:6443", "--token", kc["users"][0]["user"]["token"],
-                    "--ca-file", str(ca))
+                    "--kubeconfig", str(agent_kc))
         stack.callback(lambda: downs.setdefault("agent", _down(agent_ns, adata, agent)))
 
         wait_for("nodes server and agent1 Ready", lambda: ready_nodes() == {"server", "agent1"}, 150)

@@ -50,7 +50,7 @@ async def test_leader_failover_after_kill9(apiserver: ApiServerProcess, tmp_path
 
         async def holder() -> str:
             try:
-                lease = await client.get(LEASES, "nodeagent-controllers", "kube-system")
+                lease = await client.get(LEASES, "kube-controller-manager", "kube-system")
             except NotFound:
                 return ""
             return str((lease.get("spec") or {}).get("holderIdentity") or "")
@@ -73,7 +73,7 @@ async def test_leader_failover_after_kill9(apiserver: ApiServerProcess, tmp_path
         leader.kill9()
         second = await eventually(lambda: _other(holder, first), 30, what="takeover by the standby")
         assert second == standby.identity
-        lease = await client.get(LEASES, "nodeagent-controllers", "kube-system")
+        lease = await client.get(LEASES, "kube-controller-manager", "kube-system")
         assert lease["spec"]["leaseTransitions"] >= 1
         # the new leader acts
         await client.create(REPLICASETS, replicaset("two", 2))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from nodeagent.api import authz, discovery
+from nodeagent.api import discovery
+from nodeagent.api.auth.attributes import Attributes
+from nodeagent.api.auth.authorizer import Authorizer
 from nodeagent.api.tokens import MASTERS_GROUP, NODE_USER_PREFIX, NODES_GROUP, UserInfo
 
 UPSTREAM = {"pods/exec": "PodExecOptions", "pods/attach": "PodAttachOptions",
@@ -28,5 +30,7 @@ def test_discovery_lists_them_with_upstreams_verbs_and_kinds() -> None:
 def test_admins_only(sub: str, verb: str) -> None:
     admin = UserInfo("admin", "1", (MASTERS_GROUP,))
     node = UserInfo(f"{NODE_USER_PREFIX}n1", "2", (NODES_GROUP,))
-    assert authz.authorize(admin, verb, "pods", sub, "default", "p").allowed
-    assert not authz.authorize(node, verb, "pods", sub, "default", "p").allowed
+    authz = Authorizer()
+    attrs = {"verb": verb, "resource": "pods", "subresource": sub, "namespace": "default", "name": "p"}
+    assert authz.authorize(Attributes(user=admin, **attrs)).allowed
+    assert not authz.authorize(Attributes(user=node, **attrs)).allowed

@@ -25,7 +25,7 @@ async def test_one_leader_then_takeover_after_lease_duration() -> None:
     clock.advance(10)
     assert not await b.try_acquire_or_renew()  # b saw the renewal 10 s ago: still held
     (lease,) = client.objects(LEASES)
-    assert lease["metadata"]["namespace"] == "kube-system" and lease["metadata"]["name"] == "nodeagent-controllers"
+    assert lease["metadata"]["namespace"] == "kube-system" and lease["metadata"]["name"] == "kube-controller-manager"
     assert lease["spec"]["holderIdentity"] == "a" and lease["spec"]["leaseDurationSeconds"] == 15
     clock.advance(16)  # a died: no renewal for longer than the lease duration
     assert await b.try_acquire_or_renew()
@@ -49,7 +49,7 @@ async def test_conflicting_writers_cannot_both_win() -> None:
     await a.try_acquire_or_renew()
     clock.advance(20)
     # both see an expired lease; the second write carries a stale resourceVersion and loses
-    lease = await client.get(LEASES, "nodeagent-controllers", "kube-system")
+    lease = await client.get(LEASES, "kube-controller-manager", "kube-system")
     a_body = a._lease_body(lease, clock.now())
     b_body = b._lease_body(lease, clock.now())
     await client.update(LEASES, b_body)

@@ -10,6 +10,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from nodeagent.api.auth import policy
+from nodeagent.api.auth.attributes import Attributes
+from nodeagent.api.auth.authorizer import Authorizer
+from nodeagent.api.auth.user import UserInfo
 from nodeagent.clock import FakeClock
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.model import ExecResult
@@ -85,15 +89,35 @@ async def test_lease_created_and_renewed(tmp_path: Any) -> None:
     assert (await client.get(LEASES, "n1", namespace="kube-node-lease"))["spec"]["renewTime"] > first
 
 
-class _ReviewingClient(FakeClient):
-    """FakeClient plus the TokenReview the kubelet endpoint posts through Client.request."""
+def _bootstrap_authorizer() -> Authorizer:
+    """The apiserver's real chain over upstream's bootstrap policy (what a SubjectAccessReview answers)."""
+    authz = Authorizer()
+    for role in policy.cluster_roles():
+        authz.rbac.on_event("clusterroles.rbac.authorization.k8s.io", "ADDED", role)
+    for b in policy.cluster_role_bindings():
+        authz.rbac.on_event("clusterrolebindings.rbac.authorization.k8s.io", "ADDED", b)
+    return authz
 
-    tokens = {"apiserver-token": ("system:apiserver", []), "admin-token": ("admin", ["system:masters"]),
+
+class _ReviewingClient(FakeClient):
+    """FakeClient plus the TokenReview and SubjectAccessReview the kubelet endpoint posts through
+    Client.request, answered as the apiserver would."""
+
+    tokens = {"apiserver-token": ("kube-apiserver-kubelet-client", ["system:authenticated"]),
+              "admin-token": ("admin", ["system:masters", "system:authenticated"]),
               "user-token": ("alice", ["system:authenticated"])}
+    authz = _bootstrap_authorizer()
 
     async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        spec = kw["body"]["spec"]
+        if path == "/apis/authorization.k8s.io/v1/subjectaccessreviews":
+            ra = spec["resourceAttributes"]
+            user = UserInfo(spec["user"], groups=tuple(spec.get("groups") or ()))
+            d = self.authz.authorize(Attributes(user=user, verb=ra["verb"], resource=ra["resource"],
+                                                subresource=ra.get("subresource", ""), name=ra.get("name", "")))
+            return {"status": {"allowed": d.allowed, "reason": d.reason}}
         assert method == "POST" and path == "/apis/authentication.k8s.io/v1/tokenreviews"
-        who = self.tokens.get(kw["body"]["spec"]["token"])
+        who = self.tokens.get(spec["token"])
         if who is None:
             return {"status": {"authenticated": False}}
         return {"status": {"authenticated": True, "user": {"username": who[0], "groups": who[1]}}}
@@ -116,7 +140,7 @@ async def test_endpoint_authentication(served: tuple[Harness, TestClient[Any, An
     _, tc = served
     assert (await tc.get("/healthz")).status == 200
     assert (await tc.get("/metrics")).status == 401
-    assert (await tc.get("/metrics", headers={"Authorization": "Bearer nope"})).status == 403
+    assert (await tc.get("/metrics", headers={"Authorization": "Bearer nope"})).status == 401
     assert (await tc.get("/metrics", headers={"Authorization": "Bearer user-token"})).status == 403
     r = await tc.get("/metrics", headers={"Authorization": "Bearer apiserver-token"})
     assert r.status == 200 and "kubelet_pleg_relist_duration_seconds" in await r.text()

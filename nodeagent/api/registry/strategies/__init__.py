@@ -12,6 +12,7 @@ from nodeagent.api.registry.strategies.leases import LeaseStrategy
 from nodeagent.api.registry.strategies.namespaces import NamespaceStrategy
 from nodeagent.api.registry.strategies.nodes import NodeStrategy
 from nodeagent.api.registry.strategies.pods import PodStrategy
+from nodeagent.api.registry.strategies.rbac import RoleBindingStrategy, RoleStrategy
 from nodeagent.api.registry.strategies.secrets_configmaps import ConfigMapStrategy, SecretStrategy
 from nodeagent.api.registry.strategies.serviceaccounts import ServiceAccountStrategy
 from nodeagent.api.registry.strategies.services import ServiceStrategy
@@ -44,6 +45,10 @@ STRATEGIES: dict[Kind, type[Strategy]] = {
     kinds.JOBS: JobStrategy,
     kinds.ENDPOINTSLICES: EndpointSliceStrategy,
     kinds.LEASES: LeaseStrategy,
+    kinds.ROLES: RoleStrategy,
+    kinds.CLUSTERROLES: RoleStrategy,
+    kinds.ROLEBINDINGS: RoleBindingStrategy,
+    kinds.CLUSTERROLEBINDINGS: RoleBindingStrategy,
 }
 
 __all__ = ["STRATEGIES"]

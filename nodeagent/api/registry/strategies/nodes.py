@@ -7,6 +7,7 @@ from typing import Any
 
 from nodeagent.api import tables as t
 from nodeagent.api.registry.strategy import Strategy
+from nodeagent.api.validation import Cause, validate_node_update
 
 Obj = dict[str, Any]
 Row = list[Any]
@@ -40,3 +41,6 @@ _NODE_COLS: list[t.Column] = [("Name", "string", 0), ("Status", "string", 0), ("
 
 class NodeStrategy(Strategy):
     printer = t.Printer(tuple(_NODE_COLS), _node_row)
+
+    def validate_update(self, new: Obj, old: Obj, ctx: Any) -> list[Cause]:
+        return validate_node_update(old, new)

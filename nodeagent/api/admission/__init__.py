@@ -4,8 +4,13 @@ before storage (ARCHITECTURE.md practice 14; upstream k8s.io/apiserver/pkg/admis
 The registry calls the chain at upstream's two points: `admit` (mutating) on the incoming object
 before the kind's strategy prepares and validates it, `validate` on the prepared object right before
 the write. A plugin refuses by raising an errors.ApiError (403 Forbidden for policy, 422 for a bad
-value). Built-in plugins (NodeRestriction, LimitRanger, ResourceQuota ...) are added to
-`ApiServer.admission`; with no plugin the chain costs one truth test per write.
+value). Built-in plugins are added to `ApiServer.admission`; with no plugin the chain costs one
+truth test per write.
+
+  request.py          the adapter issue 14's plugins read (Request.of(attrs)) and upstream's Forbidden
+  serviceaccount.py   ServiceAccount (mutating): default account, the kube-api-access volume
+  noderestriction.py  NodeRestriction: what a node may write
+  rbacescalation.py   RBAC escalation prevention (upstream's policy-based RBAC storage)
 """
 
 from __future__ import annotations
