@@ -137,8 +137,11 @@ def write_join_kubeconfig(data: str, server: str, agent: str, out: Path) -> None
 
     import yaml
 
-    _nodeagent_sync("kubeconfig", "--data-dir", data, "--server", server, "--user", "node", agent, "-o", str(out))
-    doc = yaml.safe_load(out.read_text())
+    # built beside `out` and renamed into place: an agent that sees the file sees all of it
+    part_out = out.with_name(out.name + ".partial")
+    _nodeagent_sync("kubeconfig", "--data-dir", data, "--server", server, "--user", "node", agent, "-o",
+                    str(part_out))
+    doc = yaml.safe_load(part_out.read_text())
     with tempfile.TemporaryDirectory() as d:
         for component, user in COMPONENT_USERS.items():
             part = Path(d) / f"{component}.kubeconfig"
@@ -147,9 +150,10 @@ def write_join_kubeconfig(data: str, server: str, agent: str, out: Path) -> None
             doc["users"].append({"name": component, "user": extra["users"][0]["user"]})
             doc["contexts"].append({"name": component, "context": {"cluster": doc["clusters"][0]["name"],
                                                                    "user": component}})
-    fd = os.open(out, os.O_WRONLY | os.O_TRUNC, 0o600)
+    fd = os.open(part_out, os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(doc, f, default_flow_style=False, sort_keys=False)
+    os.replace(part_out, out)
 
 
 def split_join_kubeconfig(join: Path, data_dir: Path) -> None:
