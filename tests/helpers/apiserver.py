@@ -37,6 +37,17 @@ class ApiServerProcess:
         )
         return out
 
+    def kubeconfig_for_user(self, user: str) -> Path:
+        """A client-certificate kubeconfig for a component identity (system:kube-proxy, ...),
+        as `cluster up` gives each component its own."""
+        out = self.data_dir / f"kubeconfig-{user.replace(':', '_')}"
+        subprocess.run(
+            [sys.executable, "-m", "nodeagent", "kubeconfig", "--data-dir", str(self.data_dir),
+             "--server", self.url, "--user", user, "-o", str(out)],
+            check=True,
+        )
+        return out
+
     def kill9(self) -> None:
         self.proc.kill()
         self.proc.wait()

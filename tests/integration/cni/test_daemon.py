@@ -48,7 +48,7 @@ async def test_daemon_writes_conflist_and_follows_nodes(apiserver: ApiServerProc
     relay = NetnsRelay(node_ns, ("127.0.0.1", apiserver.port))
     node = None
     try:
-        kc = kubeconfig_via(apiserver.kubeconfig_for_node(node_ns), relay.port, tmp_path / "kubeconfig")
+        kc = kubeconfig_via(apiserver.kubeconfig_for_user("system:nodeagent:cni-daemon"), relay.port, tmp_path / "kubeconfig")
         async with Client(ClientConfig.from_kubeconfig(str(apiserver.kubeconfig))) as c:
             await c.create(NODES, node_obj(node_ns, None, "192.168.56.41"))
             await c.create(NODES, node_obj("peer-1", "10.244.21.0/24", "192.168.56.42"))

@@ -151,7 +151,7 @@ def test_proxy_process_serves_health_check_node_port(apiserver: ApiServerProcess
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [*nsenter_argv(node_ns), sys.executable, "-m", "nodeagent", "-v", "proxy",
-                 "--kubeconfig", str(apiserver.kubeconfig_for_node("node-a")), "--node-name", "node-a",
+                 "--kubeconfig", str(apiserver.kubeconfig_for_user("system:kube-proxy")), "--node-name", "node-a",
                  "--metrics-port", "0", "--healthz-port", "10256", "--min-sync-period", "0.1"],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

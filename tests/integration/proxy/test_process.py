@@ -77,7 +77,7 @@ def test_apiserver_to_proxy_process_to_traffic(apiserver: ApiServerProcess, topo
         _api(apiserver, lambda c: _create_web(c, topo.pod_ips))
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                _proxy_argv(topo.node, "--kubeconfig", str(apiserver.kubeconfig_for_node("node-a")),
+                _proxy_argv(topo.node, "--kubeconfig", str(apiserver.kubeconfig_for_user("system:kube-proxy")),
                             "--node-name", "node-a", "--mode", mode, "--metrics-port", str(METRICS_PORT),
                             "--healthz-port", "10256", "--min-sync-period", "0.1"),
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -131,7 +131,7 @@ def test_config_file_sets_mode_and_sync_period(apiserver: ApiServerProcess, topo
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
-  kubeconfig: {apiserver.kubeconfig_for_node("node-a")}
+  kubeconfig: {apiserver.kubeconfig_for_user("system:kube-proxy")}
 hostnameOverride: node-a
 mode: nftables
 iptables: {{syncPeriod: 1h0m0s}}
