@@ -32,6 +32,14 @@ if ! command -v kubectl >/dev/null; then
     >/etc/apt/sources.list.d/kubernetes.list
   apt-get update -q && apt-get install -y -q kubectl
 fi
+# Kubernetes' node prerequisites (upstream's "Install and configure prerequisites"): bridged pod
+# traffic must pass iptables, or a pod reaching a Service backend on its own node's bridge gets the
+# reply straight from the backend's IP, un-DNATed, and resets the connection. Debian's kernel has
+# br_netfilter as a module that nothing loads by default.
+echo br_netfilter >/etc/modules-load.d/nodeagent.conf
+printf 'net.bridge.bridge-nf-call-iptables = 1\nnet.ipv4.ip_forward = 1\n' >/etc/sysctl.d/90-nodeagent.conf
+modprobe br_netfilter
+sysctl -q -p /etc/sysctl.d/90-nodeagent.conf
 mkdir -p "$dst"
 # --delete keeps what is excluded: the box's baked .venv and build/images stay
 rsync -a --delete --exclude .venv --exclude build --exclude .git --exclude .vagrant "$src"/ "$dst"/

@@ -1,4 +1,5 @@
-"""Find a pod's network namespace and links on a local cluster, from the host.
+"""Find a pod's network namespace and links on a local cluster, from the host, or on a real host that
+runs `nodeagent up` (a Vagrant VM), where the node is the host's root namespace (HostNodes).
 
 A pod's namespace is held by its pause process, a child of a containerd shim; the shim runs in the
 node's namespace (containerd started it there). So: processes of the node namespace -> their
@@ -13,15 +14,39 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nodeagent.cluster import procs
-from nodeagent.cluster.topology import ClusterPlan, Member
+from nodeagent.cluster.topology import UNDERLAY_IF, Member
 from nodeagent.netns import nsenter_argv
+
+ROOT_NETNS = "/proc/1/ns/net"  # a real host's node parts run in its root namespace
 
 
 class PodNetError(RuntimeError):
     pass
+
+
+class Nodes(Protocol):
+    """Where a node's namespace is: a local cluster's plan, or HostNodes on a real host."""
+
+    def member(self, name: str) -> Member: ...
+
+
+@dataclass(frozen=True)
+class HostNodes:
+    """A real host running `nodeagent up` is one node, its root namespace; every other node is
+    another machine, whose pods cannot be entered from here."""
+
+    name: str
+    ip: str
+    data_dir: Path = Path("/var/lib/nodeagent/host")
+
+    def member(self, name: str) -> Member:
+        if name != self.name:
+            raise PodNetError(f"node {name} is another machine (this host is node {self.name}); "
+                              "look at it from there")
+        return Member("node", self.name, ROOT_NETNS, self.ip, "", self.data_dir)
 
 
 @dataclass(frozen=True)
@@ -91,7 +116,16 @@ def host_veth(node: Member, pod_pid: int, ifname: str = "eth0") -> str | None:
     return None
 
 
-def lookup(plan: ClusterPlan, pod: dict[str, Any]) -> PodNet:
+def underlay_iface(node: Member) -> str:
+    """The interface that holds the node's address: eth0 in a local cluster's node namespace, the
+    private network's interface (eth1) on a Vagrant VM."""
+    for link in _ip_json(node.netns_path, "-4", "addr", "show"):
+        if any(a.get("local") == node.ip for a in link.get("addr_info") or []):
+            return str(link["ifname"])
+    return UNDERLAY_IF
+
+
+def lookup(plan: Nodes, pod: dict[str, Any]) -> PodNet:
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     ns, name = meta.get("namespace", "default"), meta["name"]
     node_name, ip = spec.get("nodeName"), status.get("podIP")

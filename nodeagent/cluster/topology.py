@@ -45,18 +45,19 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Member:
-    """One namespace joined to the switch: the control plane or a node."""
+    """One namespace joined to the switch: the control plane or a node. A real host that runs
+    `nodeagent up` is a Member too, with its root namespace as netns (podnet.host_member)."""
 
     role: str          # "control-plane" | "node"
     name: str          # Kubernetes node name for nodes, "cp" for the control plane
-    netns: str         # ip-netns name
+    netns: str         # ip-netns name, or a path (/proc/1/ns/net for a real host)
     ip: str            # underlay address
     switch_port: str   # the veth's name on the switch side (<= 15 chars, IFNAMSIZ)
     data_dir: Path
 
     @property
     def netns_path(self) -> str:
-        return f"/var/run/netns/{self.netns}"
+        return self.netns if "/" in self.netns else f"/var/run/netns/{self.netns}"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""`nodeagent trace SERVICE` and `nodeagent netns POD` on a local cluster.
+"""`nodeagent trace SERVICE` and `nodeagent netns POD` on a local cluster, or on a real host that runs
+`nodeagent up` (a Vagrant VM: `--kubeconfig`, or $KUBECONFIG / ~/.kube/config when no local cluster of
+that name exists), where the hops are the ones this host sees: the client pod must run here.
 
 trace sends one request from a client pod to a Service and shows where it went, hop by hop (seed
 002's picture, and seed 003's `nsenter -t PID -n tcpdump`): tcpdump on the client pod's eth0, on its
@@ -14,6 +16,7 @@ import argparse
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -90,16 +93,40 @@ def trace(args: argparse.Namespace, out: Any = sys.stdout) -> int:
         return 1
 
 
-def _trace(args: argparse.Namespace, out: Any) -> int:
-    from nodeagent.cluster import httpget, lifecycle, natrules, podnet
+def _default_kubeconfig() -> Path | None:
+    for cand in (os.environ.get("KUBECONFIG", "").split(":")[0], str(Path.home() / ".kube" / "config")):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+    return None
 
-    state = lifecycle.ClusterState.load(args.name, Path(args.base_dir) if args.base_dir else BASE_DIR)
-    if state is None:
-        out.write(f"error: cluster {args.name!r} not found\n")
-        return 1
-    plan = state.plan
+
+def target(args: argparse.Namespace) -> tuple[Path, Any]:
+    """(kubeconfig, nodes): a local cluster by --name, else this host as a node of a real cluster."""
+    from nodeagent.cluster import lifecycle, podnet
     from nodeagent.cluster.kube import Kubectl
-    k = Kubectl(plan.kubeconfig)
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
+    if kubeconfig is None:
+        state = lifecycle.ClusterState.load(args.name, Path(args.base_dir) if args.base_dir else BASE_DIR)
+        if state is not None:
+            return state.plan.kubeconfig, state.plan
+        kubeconfig = _default_kubeconfig()
+        if kubeconfig is None:
+            raise RuntimeError(f"cluster {args.name!r} not found, and no kubeconfig for a real cluster "
+                               "(give --kubeconfig on a host that runs `nodeagent up`)")
+    name = args.node_name or socket.gethostname().split(".")[0]
+    node = Kubectl(kubeconfig).raw(f"/api/v1/nodes/{name}")
+    ips = [a["address"] for a in (node.get("status") or {}).get("addresses") or [] if a.get("type") == "InternalIP"]
+    if not ips:
+        raise RuntimeError(f"node {name} has no InternalIP address yet")
+    return kubeconfig, podnet.HostNodes(name, ips[0])
+
+
+def _trace(args: argparse.Namespace, out: Any) -> int:
+    from nodeagent.cluster import httpget, natrules, podnet
+    from nodeagent.cluster.kube import Kubectl
+
+    kubeconfig, plan = target(args)
+    k = Kubectl(kubeconfig)
     ns = args.namespace
     svc = k.raw(f"/api/v1/namespaces/{ns}/services/{args.service}")
     cluster_ip = svc["spec"].get("clusterIP")
@@ -123,8 +150,9 @@ def _trace(args: argparse.Namespace, out: Any) -> int:
         caps.append(Capture(f"2. its host-side veth {client.host_veth} on {client.node.name}",
                             client.node.netns_path, client.host_veth))
     caps.append(Capture(f"4. bridge cni0 on {client.node.name} (after DNAT)", client.node.netns_path, "cni0"))
-    caps.append(Capture(f"5. underlay eth0 of {client.node.name} (host-gw to the backend's node)",
-                        client.node.netns_path, "eth0"))
+    underlay = podnet.underlay_iface(client.node)
+    caps.append(Capture(f"5. underlay {underlay} of {client.node.name} (host-gw to the backend's node)",
+                        client.node.netns_path, underlay))
     for bn in bnets:
         if bn.host_veth:
             caps.append(Capture(f"6. backend {bn.name} ({bn.ip}) veth {bn.host_veth} on {bn.node.name}",
@@ -207,16 +235,13 @@ def _write_nft(out: Any, node: str, netns: str, cluster_ip: str, port_spec: dict
 
 
 def netns_main(args: argparse.Namespace, out: Any = sys.stdout) -> int:
-    from nodeagent.cluster import lifecycle, podnet
+    from nodeagent.cluster import podnet
     from nodeagent.cluster.kube import Kubectl, KubectlError
-    state = lifecycle.ClusterState.load(args.name, Path(args.base_dir) if args.base_dir else BASE_DIR)
-    if state is None:
-        out.write(f"error: cluster {args.name!r} not found\n")
-        return 1
     try:
-        pod = Kubectl(state.plan.kubeconfig).raw(f"/api/v1/namespaces/{args.namespace}/pods/{args.pod}")
-        net = podnet.lookup(state.plan, pod)
-    except (KubectlError, podnet.PodNetError) as e:
+        kubeconfig, plan = target(args)
+        pod = Kubectl(kubeconfig).raw(f"/api/v1/namespaces/{args.namespace}/pods/{args.pod}")
+        net = podnet.lookup(plan, pod)
+    except (KubectlError, podnet.PodNetError, RuntimeError) as e:
         out.write(f"error: {e}\n")
         return 1
     if args.exec is None:
@@ -229,14 +254,22 @@ def netns_main(args: argparse.Namespace, out: Any = sys.stdout) -> int:
     return subprocess.call([*nsenter_argv(net.netns_path), *cmd])
 
 
+def _add_host_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", default=None, help="a real cluster: this host runs `nodeagent up` and the "
+                   "client pod (default when no local cluster --name exists: $KUBECONFIG, ~/.kube/config)")
+    p.add_argument("--node-name", default=None, help="this host's node name on a real cluster (default: the "
+                   "host name, as `nodeagent up`)")
+
+
 def register(subparsers: Any) -> None:
-    t = subparsers.add_parser("trace", help="follow one request to a Service hop by hop (local cluster)")
+    t = subparsers.add_parser("trace", help="follow one request to a Service hop by hop (local cluster, or this host)")
     t.add_argument("service")
     t.add_argument("--from", dest="from_pod", default=None, help="client pod (default: any Running pod "
                    "that is not a backend)")
     t.add_argument("-n", "--namespace", default="default")
     t.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})")
     t.add_argument("--base-dir", default=None, help="where clusters live (default /var/lib/nodeagent/clusters)")
+    _add_host_flags(t)
     t.set_defaults(func=trace)
 
     n = subparsers.add_parser("netns", help="print a pod's network namespace, or run a command in it")
@@ -244,6 +277,7 @@ def register(subparsers: Any) -> None:
     n.add_argument("-n", "--namespace", default="default")
     n.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})")
     n.add_argument("--base-dir", default=None, help="where clusters live (default /var/lib/nodeagent/clusters)")
+    _add_host_flags(n)
     n.add_argument("--exec", nargs=argparse.REMAINDER, default=None,
                    help="command to run in the pod's netns (no command: a shell)")
     n.set_defaults(func=netns_main)
