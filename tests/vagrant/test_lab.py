@@ -222,15 +222,20 @@ def test_reboot_of_agent1_brings_its_pods_back(lab: Lab) -> None:
     assert lab.ssh(CLIENT_NODE, "systemctl is-active nodeagent").stdout.strip() == "active"
     wait_for(f"{CLIENT_NODE} Ready", lambda: ready(lab.get("node", CLIENT_NODE)), timeout=600)
 
+    def started(pod: dict[str, Any]) -> tuple[int, str]:
+        c = (pod["status"].get("containerStatuses") or [{}])[0]
+        return c.get("restartCount", 0), ((c.get("state") or {}).get("running") or {}).get("startedAt", "")
+
+    # Ready and Running are not enough: right after the node comes back the pods still carry the
+    # status of the old boot (seen here: the same startedAt), until the kubelet reports the new
+    # containers of the new sandboxes
     def back() -> dict[str, Any] | None:
         pods = {p["metadata"]["name"]: p for p in running_pods(lab) if p["spec"]["nodeName"] == CLIENT_NODE}
-        return pods if "client" in pods and len(web_by_node(lab)) == 3 else None
-    after = wait_for("agent1's pods Running again", back, timeout=900, every=5)
-    # the same pods (bare pod `client`, the Deployment's pod) restarted in new sandboxes
-    assert after["client"]["metadata"]["uid"] == before["client"]["metadata"]["uid"]
-    restarted = after["client"]["status"]["containerStatuses"][0]
-    assert restarted["restartCount"] >= 1 or restarted["state"]["running"]["startedAt"] > \
-        before["client"]["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+        renewed = all(name in pods and started(pods[name]) != started(pod) for name, pod in before.items())
+        return pods if renewed and len(web_by_node(lab)) == 3 else None
+    after = wait_for("agent1's pods restarted and Running again", back, timeout=900, every=5)
+    # the same pods (bare pod `client`, the Deployment's pod), not replacements made elsewhere
+    assert {n: p["metadata"]["uid"] for n, p in after.items()} == {n: p["metadata"]["uid"] for n, p in before.items()}
     # routes to the other nodes' podCIDRs come back, and no pod IP is handed out twice
     wait_for("host-gw routes on agent1", lambda: _routes(lab, CLIENT_NODE) == before_routes, timeout=300)
     ips = [p["status"]["podIP"] for p in running_pods(lab)]
