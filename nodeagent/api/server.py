@@ -27,6 +27,7 @@ from nodeagent.api.auth.decision import Decision
 from nodeagent.api.auth.guard import Guard
 from nodeagent.api.auth.reviews import NAMESPACED as NAMESPACED_REVIEWS
 from nodeagent.api.auth.reviews import REVIEWS, review
+from nodeagent.api.defaultingressclass import default_ingress_class
 from nodeagent.api.errors import ApiError
 from nodeagent.api.metrics import Metrics
 from nodeagent.api.pki import ensure_kubelet_client_cert, ensure_pki
@@ -95,6 +96,7 @@ class ApiServer:
         # Admission plugins, in order, run by the registry on every write (admission/).
         self.admission: Chain = self.registry.admission
         self.admission.plugins.extend(self.guard.admission_plugins(self.registry, cfg.disable_admission_plugins))
+        self.admission.plugins.append(default_ingress_class(self.registry))
         self.verbs = Verbs(self)
         self._runners: list[web.AppRunner] = []
         self.ready = False

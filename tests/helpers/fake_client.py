@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from nodeagent.api import errors as api_errors
 from nodeagent.api.admission import NamespaceAutoProvision
+from nodeagent.api.defaultingressclass import default_ingress_class
 from nodeagent.api.memory_store import MemoryStore
 from nodeagent.api.registry import DeleteOptions, ListOptions, Registry, WatchSession, resource_key
 from nodeagent.api.registry.options import apply_patch, random_suffix
@@ -80,6 +81,7 @@ class FakeClient:
         self.store = MemoryStore()
         self.registry = Registry(self.store, service_cidr=service_cidr, node_port_range=node_port_range)
         self.registry.admission.plugins.append(NamespaceAutoProvision(self.registry.ensure_namespace))
+        self.registry.admission.plugins.append(default_ingress_class(self.registry))  # on in the apiserver too
         self.actions: list[Action] = []
         self._failures: builtins.list[tuple[str, str, ApiError]] = []
         self._sessions: set[WatchSession] = set()

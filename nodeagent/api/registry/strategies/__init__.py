@@ -8,6 +8,7 @@ from __future__ import annotations
 from nodeagent.api.registry.strategies.bindings import BindingStrategy
 from nodeagent.api.registry.strategies.endpoints import EndpointSliceStrategy, EndpointsStrategy
 from nodeagent.api.registry.strategies.events import EventStrategy
+from nodeagent.api.registry.strategies.ingresses import IngressClassStrategy, IngressStrategy
 from nodeagent.api.registry.strategies.leases import LeaseStrategy
 from nodeagent.api.registry.strategies.namespaces import NamespaceStrategy
 from nodeagent.api.registry.strategies.nodes import NodeStrategy
@@ -49,6 +50,8 @@ STRATEGIES: dict[Kind, type[Strategy]] = {
     kinds.CLUSTERROLES: RoleStrategy,
     kinds.ROLEBINDINGS: RoleBindingStrategy,
     kinds.CLUSTERROLEBINDINGS: RoleBindingStrategy,
+    kinds.INGRESSES: IngressStrategy,
+    kinds.INGRESSCLASSES: IngressClassStrategy,
 }
 
 __all__ = ["STRATEGIES"]
