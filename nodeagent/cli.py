@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "nodeagent.cni.command",          # cni-daemon
     "nodeagent.runtime.command",      # images, containerd
     "nodeagent.dns.command",          # dns
+    "nodeagent.ingress.command",      # ingress
     "nodeagent.cluster.command",      # up, down, cluster, demo, trace, netns
 )
 
