@@ -110,14 +110,14 @@ class HAProxy:
         for stale in (self.master_socket, self.stats_socket):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
-        logf = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
+        logf = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # handed to the child
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.argv, "-W", "-S", f"{self.master_socket},mode,600", "-f", str(self.config),
                 "-p", str(self.pid_file), stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
                 start_new_session=True)
         finally:
-            logf.close()
+            os.close(logf)
         self.master_pid = self._proc.pid
         await self._wait_worker(None, timeout=10)
         log.info("haproxy started master_pid=%d config=%s", self.master_pid, self.config)
@@ -175,7 +175,7 @@ class HAProxy:
             os.kill(pid, signal.SIGUSR1)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while loop.time() < deadline and self._alive(pid):
+        while loop.time() < deadline and self._alive(pid):  # noqa: ASYNC110 - polling another process
             await asyncio.sleep(0.1)
         if self._alive(pid):
             with contextlib.suppress(ProcessLookupError):

@@ -39,6 +39,10 @@ class Env:
         body, _, code = p.stdout.rpartition("\n")
         return int(code or 0), body.strip()
 
+    def sh(self, script: str) -> str:
+        return subprocess.run([*nsenter_argv(self.ns), "sh", "-c", script], capture_output=True, text=True,
+                              timeout=10).stdout
+
     def get(self, path_: str, host: str = "example.com") -> tuple[int, str]:
         return self.curl(f"http://127.0.0.1:{HTTP}{path_}", host)
 
@@ -107,12 +111,10 @@ async def test_routes_tls_scaling_and_reloads(env: Env) -> None:
     assert env.get("/x/", "a.b.wild.test")[1] == "d1"
     assert env.get("/", "nobody.test")[1] == "d1"
     # the Secret's certificate for SNI example.com, the fake one otherwise
-    issuer = subprocess.run([*nsenter_argv(env.ns), "sh", "-c", f"curl -skv --resolve example.com:{HTTPS}:127.0.0.1 "
-                             f"https://example.com:{HTTPS}/ 2>&1 >/dev/null | grep -i 'subject:'"],
-                            capture_output=True, text=True).stdout
+    issuer = env.sh(f"curl -skv --resolve example.com:{HTTPS}:127.0.0.1 https://example.com:{HTTPS}/ "
+                    "2>&1 >/dev/null | grep -i 'subject:'")
     assert "CN=example.com" in issuer
-    other = subprocess.run([*nsenter_argv(env.ns), "sh", "-c", f"curl -skv {https}/ 2>&1 >/dev/null | grep -i subject:"],
-                           capture_output=True, text=True).stdout
+    other = env.sh(f"curl -skv {https}/ 2>&1 >/dev/null | grep -i subject:")
     assert "Fake Certificate" in other
 
     # scale svc-a to three pods: no reload, the new endpoint answers

@@ -235,7 +235,7 @@ def format_hosts(rules: list[Any]) -> str:
 
 def load_balancer_addresses(status: Any) -> str:
     """ingressLoadBalancerStatusStringer with wide output (the server prints wide, kubectl hides)."""
-    lb = (status or {}).get("loadBalancer") or {} if isinstance(status, dict) else {}
+    lb = (status.get("loadBalancer") or {}) if isinstance(status, dict) else {}
     seen = {str(i.get("ip") or i.get("hostname")) for i in lb.get("ingress") or []
             if isinstance(i, dict) and (i.get("ip") or i.get("hostname"))}
     return ",".join(sorted(seen))
