@@ -107,7 +107,8 @@ def _backend_causes(b: Any, fld: str) -> list[Cause]:
         causes.append((f"{fld}.service.name", "FieldValueRequired", "Required value"))
     else:
         causes += [_invalid(f"{fld}.service.name", name, m) for m in dns1035_label_errors(str(name))]
-    port = svc.get("port") if isinstance(svc.get("port"), dict) else {}
+    raw_port = svc.get("port")
+    port: Obj = raw_port if isinstance(raw_port, dict) else {}
     pname, pnum = port.get("name") or "", port.get("number") or 0
     if pname and pnum:
         causes.append(_invalid(fld, "", "cannot set both port name & port number"))
