@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "nodeagent.runtime.command",      # images, containerd
     "nodeagent.dns.command",          # dns
     "nodeagent.ingress.command",      # ingress
+    "nodeagent.speaker.command",      # speaker
     "nodeagent.cluster.command",      # up, down, cluster, demo, trace, netns
 )
 

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--controllers", default="*",
                    help="comma-separated loops to run (* = all): scheduler, replicaset, deployment, daemonset, "
                         "job, endpoint, endpointslice, nodeipam, nodelifecycle, garbagecollector, podgc, "
-                        "serviceaccount, root-ca-cert-publisher, clusterrole-aggregation")
+                        "serviceaccount, root-ca-cert-publisher, clusterrole-aggregation, servicelb")
     p.add_argument("--resync-period", type=float, default=60.0, help="seconds between informer resyncs")
     p.add_argument("--use-service-account-credentials", action="store_true",
                    help="each loop writes as its own service account in kube-system (upstream's flag); the "
@@ -47,6 +47,11 @@ def register(subparsers: Any) -> None:
                    help="the scheduler's own identity (system:kube-scheduler); default: --kubeconfig")
     p.add_argument("--root-ca-file", default=None,
                    help="CA published as kube-root-ca.crt in every namespace (default: the kubeconfig's CA)")
+    p.add_argument("--lb-address-pool", default="", metavar="CIDR[,A-B]",
+                   help="addresses for LoadBalancer Services' status.loadBalancer (servicelb; none: they stay "
+                        "<pending>)")
+    p.add_argument("--load-balancer-class", default="",
+                   help="also serve Services with this spec.loadBalancerClass (default: only those without one)")
     p.set_defaults(func=main)
 
 
@@ -63,6 +68,15 @@ async def main(args: argparse.Namespace) -> int:
                       default_toleration_seconds=args.default_toleration_seconds,
                       resync_period=args.resync_period)
     options.extra["root_ca"] = _root_ca(args)
+    options.extra["lb_address_pool"] = args.lb_address_pool
+    options.extra["load_balancer_class"] = args.load_balancer_class
+    if args.lb_address_pool:
+        from nodeagent.controllers.servicelb import parse_pool
+        try:
+            parse_pool(args.lb_address_pool)
+        except ValueError as e:
+            log.error("bad --lb-address-pool %r: %s (want CIDR or FIRST-LAST, comma-separated)", args.lb_address_pool, e)
+            return 2
     enabled = None if args.controllers.strip() in ("", "*") else [c.strip() for c in args.controllers.split(",")]
     identity = args.identity or f"{socket.gethostname()}_{os.getpid()}"
     stop = asyncio.Event()

@@ -32,6 +32,7 @@ def controller_factories() -> dict[str, Callable[[Context], Controller]]:
     from nodeagent.controllers.rootcacert import RootCACertPublisher
     from nodeagent.controllers.scheduler import Scheduler
     from nodeagent.controllers.serviceaccounts import ServiceAccountsController
+    from nodeagent.controllers.servicelb import ServiceLBController
 
     return {
         "scheduler": Scheduler, "replicaset": ReplicaSetController, "deployment": DeploymentController,
@@ -40,6 +41,7 @@ def controller_factories() -> dict[str, Callable[[Context], Controller]]:
         "nodelifecycle": NodeLifecycleController, "garbagecollector": GarbageCollector,
         "podgc": PodGCController, "serviceaccount": ServiceAccountsController,
         "root-ca-cert-publisher": RootCACertPublisher, "clusterrole-aggregation": ClusterRoleAggregationController,
+        "servicelb": ServiceLBController,
     }
 
 
