@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nodeagent.cluster.addons import LB_POOL
 from nodeagent.cluster.topology import (
     API_PORT,
     CLUSTER_CIDR,
     CLUSTER_DNS,
     CONTROL_PLANE_IP,
     SERVICE_CIDR,
+    UNDERLAY_IF,
     ClusterPlan,
     Member,
 )
@@ -115,6 +117,7 @@ def control_plane(plan: ClusterPlan, opts: Options) -> list[Component]:
             "--cluster-cidr", CLUSTER_CIDR, "--no-leader-elect",
             "--node-monitor-grace-period", str(opts.node_monitor_grace_period),
             "--default-toleration-seconds", str(opts.default_toleration_seconds),
+            "--lb-address-pool", LB_POOL,
             *opts.extra.get("controllers", []),
         ]),
         Component("dns", cp, [
@@ -147,6 +150,15 @@ def node(plan: ClusterPlan, m: Member, opts: Options) -> list[Component]:
         Component("proxy", m, [
             "proxy", "--kubeconfig", str(proxy_kubeconfig(m)), "--node-name", m.name, "--mode", opts.proxy_mode,
             "--cluster-cidr", CLUSTER_CIDR, *opts.extra.get("proxy", []),
+        ]),
+        # host network, as kube-proxy: HAProxy listens on the node's :80 and :443
+        Component("ingress", m, [
+            "ingress", "--kubeconfig", kc, "--node-name", m.name, "--run-dir", str(d / "ingress"),
+            *opts.extra.get("ingress", []),
+        ]),
+        Component("speaker", m, [
+            "speaker", "--kubeconfig", kc, "--node-name", m.name, "--interface", UNDERLAY_IF,
+            *opts.extra.get("speaker", []),
         ]),
     ]
 

@@ -42,6 +42,7 @@ class HostPlan:
     proxy_mode: str = "iptables"
     node_monitor_grace_period: int = 40
     default_toleration_seconds: int = 300
+    lb_address_pool: str = ""  # server role: addresses for LoadBalancer Services (none: <pending>)
 
     @property
     def role(self) -> str:
@@ -98,6 +99,8 @@ def node_commands(p: HostPlan) -> list[tuple[str, list[str]]]:
                      "--cni-conf-dir", str(d / "cni" / "net.d")]),
         ("proxy", ["proxy", "--kubeconfig", str(p.component_kubeconfig("kube-proxy")), "--node-name", p.node_name, "--mode", p.proxy_mode,
                    "--cluster-cidr", p.cluster_cidr]),
+        ("ingress", ["ingress", "--kubeconfig", kc, "--node-name", p.node_name, "--run-dir", str(d / "ingress")]),
+        ("speaker", ["speaker", "--kubeconfig", kc, "--node-name", p.node_name]),
     ]
 
 
@@ -106,7 +109,8 @@ def server_commands(p: HostPlan) -> list[tuple[str, list[str]]]:
     return [
         ("controllers", ["controllers", "--kubeconfig", admin, "--cluster-cidr", p.cluster_cidr,
                          "--node-monitor-grace-period", str(p.node_monitor_grace_period),
-                         "--default-toleration-seconds", str(p.default_toleration_seconds)]),
+                         "--default-toleration-seconds", str(p.default_toleration_seconds),
+                         *(["--lb-address-pool", p.lb_address_pool] if p.lb_address_pool else [])]),
         ("dns", ["dns", "--kubeconfig", admin, "--advertise-address", p.node_ip]),
     ]
 
@@ -169,6 +173,19 @@ def split_join_kubeconfig(join: Path, data_dir: Path) -> None:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             yaml.safe_dump({**doc, "current-context": component}, f, default_flow_style=False, sort_keys=False)
+
+
+async def ensure_ingress_class(kubeconfig: Path) -> None:
+    """The default IngressClass of `nodeagent ingress` (cluster/addons.py), created once."""
+    import yaml
+
+    from nodeagent.client import AlreadyExists, Client, ClientConfig
+    from nodeagent.cluster.addons import INGRESS_CLASS_MANIFEST
+    from nodeagent.machinery.kinds import INGRESSCLASSES
+
+    async with Client(ClientConfig.from_kubeconfig(str(kubeconfig)), user_agent="nodeagent-up") as c:
+        with contextlib.suppress(AlreadyExists):
+            await c.create(INGRESSCLASSES, yaml.safe_load(INGRESS_CLASS_MANIFEST))
 
 
 def _nodeagent_sync(*args: str) -> None:
@@ -273,6 +290,7 @@ async def up_main(args: argparse.Namespace) -> int:
                 await asyncio.to_thread(write_join_kubeconfig, data, local, agent, out)
             for name, cmd in server_commands(p):
                 await sup.start(name, cmd)
+            await ensure_ingress_class(p.admin_kubeconfig)
             log.info("server ready url=%s admin_kubeconfig=%s join_dir=%s", local, p.admin_kubeconfig,
                      p.data_dir / "join")
         elif not p.kubeconfig:
@@ -306,7 +324,7 @@ def plan_from_args(args: argparse.Namespace) -> HostPlan:
         node_ip=args.node_ip or default_node_ip(), server=args.server, token=args.token,
         ca_file=args.ca_file, kubeconfig=args.kubeconfig, join=[a for a in (args.join or "").split(",") if a],
         proxy_mode=args.proxy_mode, node_monitor_grace_period=args.node_monitor_grace_period,
-        default_toleration_seconds=args.default_toleration_seconds,
+        default_toleration_seconds=args.default_toleration_seconds, lb_address_pool=args.lb_address_pool,
     )
 
 
@@ -371,6 +389,8 @@ def register(subparsers: Any) -> None:
     u.add_argument("--proxy-mode", default="iptables", choices=["iptables", "nftables"])
     u.add_argument("--node-monitor-grace-period", type=int, default=40)
     u.add_argument("--default-toleration-seconds", type=int, default=300)
+    u.add_argument("--lb-address-pool", default="", metavar="CIDR",
+                   help="server role: addresses for LoadBalancer Services (e.g. 192.168.56.224/28)")
     u.set_defaults(func=up_main)
 
     d = subparsers.add_parser("down", help="stop `nodeagent up` and remove what it created")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from nodeagent.cluster import cleanup, components, procs, underlay
+from nodeagent.cluster import addons, cleanup, components, procs, underlay
 from nodeagent.cluster.components import Component, Options
 from nodeagent.cluster.forwarder import free_loopback_port
 from nodeagent.cluster.kube import Kubectl, KubectlError, node_ready
@@ -213,7 +213,7 @@ def up(name: str, nodes: int, opts: Options, out: TextIO = sys.stdout, base_dir:
     if plan.state_file.exists():
         raise ClusterError(f"cluster {name!r} already exists ({plan.dir}); "
                            f"`nodeagent cluster down --name {name}` removes it")
-    progress = Progress(out, total=7 if build_images else 6)
+    progress = Progress(out, total=8 if build_images else 7)
     state = ClusterState(name, nodes, free_loopback_port(), str(base_dir), time.time())
     try:
         if build_images:
@@ -254,13 +254,17 @@ def up(name: str, nodes: int, opts: Options, out: TextIO = sys.stdout, base_dir:
         done()
 
         node_comps = [c for m in plan.node_members for c in components.node(plan, m, opts)]
-        done = progress.step(f"starting {nodes} node(s): cni-daemon, kubelet (+ containerd), proxy")
+        done = progress.step(f"starting {nodes} node(s): cni-daemon, kubelet (+ containerd), proxy, ingress, speaker")
         for c in node_comps:
             _start(plan, c)
         done()
 
         done = progress.step("waiting for nodes to be Ready")
         wait_nodes(plan, Kubectl(plan.kubeconfig), [api, *cp, *node_comps], progress, timeout)
+        done()
+
+        done = progress.step(f"creating the default IngressClass {addons.INGRESS_CLASS!r}")
+        Kubectl(plan.kubeconfig).apply(addons.INGRESS_CLASS_MANIFEST)
         done()
     except BaseException:
         out.write(f"\ncluster {name!r} failed to start; logs are in {plan.log_dir}. "

@@ -79,8 +79,10 @@ def test_component_command_lines_match_the_contract() -> None:
     opts = Options(node_monitor_grace_period=8, default_toleration_seconds=5)
     comps = components.all_components(plan, opts)
     assert [c.id for c in comps] == ["cp-apiserver", "cp-controllers", "cp-dns",
-                                     "c-n1-cni-daemon", "c-n1-kubelet", "c-n1-proxy",
-                                     "c-n2-cni-daemon", "c-n2-kubelet", "c-n2-proxy"]
+                                     "c-n1-cni-daemon", "c-n1-kubelet", "c-n1-proxy", "c-n1-ingress",
+                                     "c-n1-speaker",
+                                     "c-n2-cni-daemon", "c-n2-kubelet", "c-n2-proxy", "c-n2-ingress",
+                                     "c-n2-speaker"]
     api = comps[0].args
     assert api[0] == "apiserver" and _flag(api, "--advertise-address") == "192.168.56.2"
     assert "127.0.0.1" in api  # the forwarder's address is a SAN
@@ -88,6 +90,9 @@ def test_component_command_lines_match_the_contract() -> None:
     assert _flag(ctrl, "--cluster-cidr") == "10.244.0.0/16"
     assert _flag(ctrl, "--node-monitor-grace-period") == "8"
     assert _flag(ctrl, "--default-toleration-seconds") == "5"
+    assert _flag(ctrl, "--lb-address-pool") == "192.168.56.224/28"  # a range of the underlay
+    assert _flag(comps[6].args, "--run-dir") == str(B / "c" / "c-n1" / "ingress")
+    assert _flag(comps[7].args, "--interface") == "eth0"
     assert _flag(comps[2].args, "--advertise-address") == "192.168.56.2"
     kubelet = comps[4].args
     assert _flag(kubelet, "--node-ip") == "192.168.56.11"
@@ -123,7 +128,8 @@ def test_host_roles_and_commands(tmp_path: Path) -> None:
     assert p.role == "server" and p.join == ["agent1", "agent2"]
     assert _flag(host.apiserver_command(p), "--advertise-address") == "192.168.56.10"
     names = [n for n, _ in host.server_commands(p) + host.node_commands(p)]
-    assert names == ["controllers", "dns", "cni-daemon", "kubelet", "proxy"]
+    assert names == ["controllers", "dns", "cni-daemon", "kubelet", "proxy", "ingress", "speaker"]
+    assert "--lb-address-pool" not in host.server_commands(p)[0][1]  # only when asked for
     agent = host.plan_from_args(build_parser().parse_args(
         ["up", "--server", "https://192.168.56.10:6443", "--token", "t", "--node-ip", "192.168.56.11"]))
     assert agent.role == "agent" and agent.server_url == "https://192.168.56.10:6443"
