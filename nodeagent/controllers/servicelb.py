@@ -147,6 +147,13 @@ class ServiceLBController(Controller):
         freed = self.pool.release_all(svc_key(svc))
         if freed:
             log.info("released load-balancer addresses service=%s ips=%s", svc_key(svc), ",".join(freed))
+            self._wake_waiting()
+
+    def _wake_waiting(self) -> None:
+        """An address came free: the Services still waiting for one try again."""
+        for s in self.services.list():
+            if wants_address(s, self.lb_class) and not status_ips(s):
+                self.queue.add(svc_key(s))
 
     async def reconcile(self, key: str) -> None:
         if self.pool is None:
@@ -190,6 +197,8 @@ class ServiceLBController(Controller):
         self.pool.release_all(key)
         if ours:
             ns, _, name = key.partition("/")
-            await self.client.patch(SERVICES, name, {"status": {"loadBalancer": {}}}, namespace=ns,
+            # a merge patch: null removes the list ({} would merge into the old value and keep it)
+            await self.client.patch(SERVICES, name, {"status": {"loadBalancer": {"ingress": None}}}, namespace=ns,
                                     subresource="status")
+            self._wake_waiting()
             log.info("cleared load-balancer status service=%s ips=%s", key, ",".join(ours))
