@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(containerd runc iptables nftables conntrack tcpdump busybox-static iputils-ping
   containernetworking-plugins iproute2 dnsmasq-base ipvsadm make gcc libc6-dev kmod procps
-  util-linux python3-venv curl dnsperf)
+  util-linux python3-venv curl dnsperf haproxy wrk)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,6 +26,10 @@ from tests.helpers.ingress_objects import self_signed
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
+# httpd answers only for files that exist: every path the test asks for answers with the pod's name
+SERVE = ("mkdir -p /www/a; for f in /www/index.html /www/a/index.html /www/a/x /www/b /www/ab /www/c; "
+         "do hostname > $f; done; exec httpd -f -p 8080 -h /www")
+
 APPS = """\
 apiVersion: apps/v1
 kind: Deployment
@@ -37,7 +41,7 @@ spec:
     metadata: {{labels: {{app: {name}}}}}
     spec:
       terminationGracePeriodSeconds: 1
-      containers: [{{name: web, image: nodeagent.local/toolbox:1, command: [web, "8080"],
+      containers: [{{name: web, image: nodeagent.local/toolbox:1, command: [sh, -c, "{serve}"],
                     readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}}}]
 ---
 apiVersion: v1
@@ -138,8 +142,8 @@ def load(c: E2ECluster, url: str, host: str, rate: float, seconds: float) -> dic
 
 def test_ingress_routes_tls_scaling_reloads_and_bad_input(cluster: E2ECluster) -> None:
     c, k = cluster, cluster.kubectl
-    k.apply(APPS.format(name="ia", replicas=2) + "---\n" + APPS.format(name="ib", replicas=1) + "---\n"
-            + APPS.format(name="idf", replicas=1))
+    k.apply(APPS.format(name="ia", replicas=2, serve=SERVE) + "---\n" + APPS.format(name="ib", replicas=1, serve=SERVE) + "---\n"
+            + APPS.format(name="idf", replicas=1, serve=SERVE))
     crt, key = self_signed("web.test")
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "tls.crt").write_bytes(crt)
@@ -191,7 +195,7 @@ def test_ingress_routes_tls_scaling_reloads_and_bad_input(cluster: E2ECluster) -
     # load through reloads: no request fails (the shorter version; benchmarks/ingress_reload.py runs 60 s)
     result: dict[str, Any] = {}
     t = threading.Thread(target=lambda: result.update(load(c, "http://192.168.56.11/a/", "plain.test", 100, 12)))
-    k.apply(INGRESS.replace("tls: [{hosts: [web.test], secretName: web-tls}]\n", "") +
+    k.apply(INGRESS.replace("  tls: [{hosts: [web.test], secretName: web-tls}]\n", "") +
             "  - host: plain.test\n    http:\n      paths: [{path: /a, pathType: Prefix, backend: "
             "{service: {name: ia, port: {number: 80}}}}]\n")
     wait_for("plain.test served", lambda: served_by(c, "http://HOST/a/", "ia-", host="plain.test"), 10)
