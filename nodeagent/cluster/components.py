@@ -66,6 +66,8 @@ def node_kubeconfig(plan: ClusterPlan, m: Member) -> Path:
 # system:nodeagent:cni-daemon (reads every Node for its routes).
 PROXY_USER = "system:kube-proxy"
 CNI_USER = "system:nodeagent:cni-daemon"
+INGRESS_USER = "system:nodeagent:ingress"    # ClusterRole nodeagent:ingress
+SPEAKER_USER = "system:nodeagent:speaker"    # ClusterRole nodeagent:speaker
 
 
 def proxy_kubeconfig(m: Member) -> Path:
@@ -74,6 +76,14 @@ def proxy_kubeconfig(m: Member) -> Path:
 
 def cni_kubeconfig(m: Member) -> Path:
     return m.data_dir / "cni-daemon.kubeconfig"
+
+
+def ingress_kubeconfig(m: Member) -> Path:
+    return m.data_dir / "ingress.kubeconfig"
+
+
+def speaker_kubeconfig(m: Member) -> Path:
+    return m.data_dir / "speaker.kubeconfig"
 
 
 def kubelet_serving_cert(m: Member) -> tuple[Path, Path]:
@@ -153,11 +163,11 @@ def node(plan: ClusterPlan, m: Member, opts: Options) -> list[Component]:
         ]),
         # host network, as kube-proxy: HAProxy listens on the node's :80 and :443
         Component("ingress", m, [
-            "ingress", "--kubeconfig", kc, "--node-name", m.name, "--run-dir", str(d / "ingress"),
+            "ingress", "--kubeconfig", str(ingress_kubeconfig(m)), "--node-name", m.name, "--run-dir", str(d / "ingress"),
             *opts.extra.get("ingress", []),
         ]),
         Component("speaker", m, [
-            "speaker", "--kubeconfig", kc, "--node-name", m.name, "--interface", UNDERLAY_IF,
+            "speaker", "--kubeconfig", str(speaker_kubeconfig(m)), "--node-name", m.name, "--interface", UNDERLAY_IF,
             *opts.extra.get("speaker", []),
         ]),
     ]

@@ -65,7 +65,8 @@ class HostPlan:
         return Path(self.kubeconfig) if self.kubeconfig else self.data_dir / "node.kubeconfig"
 
     def component_kubeconfig(self, component: str) -> Path:
-        """kube-proxy's and the CNI daemon's own identities (issue 14); the node's as a fallback
+        """kube-proxy's, the CNI daemon's, the ingress controller's and the speaker's own identities
+        (issue 14); the node's as a fallback
         for a join kubeconfig that has no context for them."""
         own = self.data_dir / f"{component}.kubeconfig"
         return own if own.exists() else self.node_kubeconfig
@@ -99,8 +100,9 @@ def node_commands(p: HostPlan) -> list[tuple[str, list[str]]]:
                      "--cni-conf-dir", str(d / "cni" / "net.d")]),
         ("proxy", ["proxy", "--kubeconfig", str(p.component_kubeconfig("kube-proxy")), "--node-name", p.node_name, "--mode", p.proxy_mode,
                    "--cluster-cidr", p.cluster_cidr]),
-        ("ingress", ["ingress", "--kubeconfig", kc, "--node-name", p.node_name, "--run-dir", str(d / "ingress")]),
-        ("speaker", ["speaker", "--kubeconfig", kc, "--node-name", p.node_name]),
+        ("ingress", ["ingress", "--kubeconfig", str(p.component_kubeconfig("ingress")), "--node-name", p.node_name,
+                     "--run-dir", str(d / "ingress")]),
+        ("speaker", ["speaker", "--kubeconfig", str(p.component_kubeconfig("speaker")), "--node-name", p.node_name]),
     ]
 
 
@@ -131,7 +133,8 @@ def agent_kubeconfig_text(server: str, token: str, ca_file: str | None, node: st
 
 
 # the node processes that run as their own users, and the contexts a join kubeconfig has for them
-COMPONENT_USERS = {"kube-proxy": "system:kube-proxy", "cni-daemon": "system:nodeagent:cni-daemon"}
+COMPONENT_USERS = {"kube-proxy": "system:kube-proxy", "cni-daemon": "system:nodeagent:cni-daemon",
+                   "ingress": "system:nodeagent:ingress", "speaker": "system:nodeagent:speaker"}
 
 
 def write_join_kubeconfig(data: str, server: str, agent: str, out: Path) -> None:

@@ -122,7 +122,7 @@ def write_control_plane_credentials(plan: ClusterPlan, data: str) -> None:
 
 def write_node_credentials(plan: ClusterPlan, m: Member, data: str) -> None:
     """One identity per node process: the kubelet's token (system:node:NAME) and serving certificate,
-    kube-proxy's and the CNI daemon's client certificates."""
+    kube-proxy's, the CNI daemon's, the ingress controller's and the speaker's client certificates."""
     from nodeagent.api.pki import PkiPaths, issue_key_pair
 
     server = plan.api_url_internal
@@ -132,6 +132,10 @@ def write_node_credentials(plan: ClusterPlan, m: Member, data: str) -> None:
                "-o", str(components.proxy_kubeconfig(m)))
     _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", components.CNI_USER,
                "-o", str(components.cni_kubeconfig(m)))
+    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", components.INGRESS_USER,
+               "-o", str(components.ingress_kubeconfig(m)))
+    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", components.SPEAKER_USER,
+               "-o", str(components.speaker_kubeconfig(m)))
     crt, key = components.kubelet_serving_cert(m)
     issue_key_pair(PkiPaths(Path(data) / "pki"), crt, key, f"system:node:{m.name}", ("system:nodes",),
                    server=True, dns=(m.name,), ips=(m.ip,))

@@ -29,6 +29,7 @@ SERVICE_ACCOUNTS = {
     "serviceaccount": "service-account-controller", "root-ca-cert-publisher": "root-ca-cert-publisher",
     "clusterrole-aggregation": "clusterrole-aggregation-controller",
     "ttl-after-finished": "ttl-after-finished-controller",  # the job loop's deletion of finished Jobs
+    "servicelb": "service-controller",  # the cloud-controller-manager's service (load balancer) loop
 }
 
 

@@ -196,6 +196,12 @@ CONTROLLER_ROLES: dict[str, list[Obj]] = {
         r(("delete", "get", "list", "watch"), "batch", "jobs"),
         EVENTS,
     ],
+    # cloud-provider's service controller (LoadBalancer addresses: servicelb)
+    "service-controller": [
+        r(READ, "", "services"),
+        r(("patch", "update"), "", "services/status"),
+        EVENTS,
+    ],
     "root-ca-cert-publisher": [
         r(("create", "update"), "", "configmaps"),
         EVENTS,
@@ -274,6 +280,18 @@ def cluster_roles() -> list[Obj]:
         # nodeagent's own components (no upstream counterpart): the CNI daemon routes to every node's
         # podCIDR, the DNS server also registers itself as the kube-dns Service's endpoint.
         _role("nodeagent:cni-daemon", [r(READ, "", "nodes"), EVENTS]),
+        # the ingress controller (ingress-nginx's ClusterRole, less what it does not use) and the
+        # load-balancer speaker (MetalLB's speaker role)
+        _role("nodeagent:ingress", [
+            r(READ, "", ("services", "secrets", "nodes")),
+            r(READ, "discovery.k8s.io", "endpointslices"),
+            r(READ, "networking.k8s.io", ("ingresses", "ingressclasses")),
+            r(("patch", "update"), "networking.k8s.io", "ingresses/status"),
+            EVENTS]),
+        _role("nodeagent:speaker", [
+            r(READ, "", ("services", "nodes")),
+            r(READ, "discovery.k8s.io", "endpointslices"),
+            EVENTS]),
         _role("nodeagent:dns", [r(("list", "watch"), "", ("endpoints", "services")),
                                 r(("list", "watch"), "discovery.k8s.io", "endpointslices"),
                                 r("get", "", "namespaces", ("kube-system",))]),
@@ -325,6 +343,8 @@ def cluster_role_bindings() -> list[Obj]:
         _binding("kube-apiserver-kubelet-client", "system:kubelet-api-admin",
                  [user("kube-apiserver-kubelet-client")]),
         _binding("nodeagent:cni-daemon", "nodeagent:cni-daemon", [user("system:nodeagent:cni-daemon")]),
+        _binding("nodeagent:ingress", "nodeagent:ingress", [user("system:nodeagent:ingress")]),
+        _binding("nodeagent:speaker", "nodeagent:speaker", [user("system:nodeagent:speaker")]),
         _binding("nodeagent:dns", "nodeagent:dns", [serviceaccount("kube-system", "kube-dns")]),
     ]
     out += [_binding(f"system:controller:{name}", f"system:controller:{name}",
