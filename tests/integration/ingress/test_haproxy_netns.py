@@ -78,7 +78,8 @@ async def env(netns_factory: Callable[[str], str], tmp_path: Path) -> AsyncItera
         for n in names:  # one slice per backend: they differ by port only
             await client.create(ENDPOINTSLICES, endpoint_slice(svc, f"{svc}-{n}", ["127.0.0.1"], BACKENDS[n]))
     ctl = IngressController(client, Options(node_name="n1", listen=Listen("127.0.0.1", HTTP, HTTPS, tmp_path / "run"),
-                                            haproxy_binary=[*nsenter_argv(ns), "haproxy"], min_sync_interval=0.01))
+                                            haproxy_binary=[*nsenter_argv(ns), "haproxy"], min_sync_interval=0.01,
+                                            publish_addresses=("192.0.2.10",)))
     try:
         yield Env(ns, client, ctl, tmp_path)
     finally:
@@ -139,9 +140,9 @@ async def test_routes_tls_scaling_and_reloads(env: Env) -> None:
     assert env.curl(f"https://example.com:{HTTPS}/ab/", "example.com", *sni)[1] == "b1"
     assert env.ctl.proxy.reloads == reloads + 1
 
-    # status written with the published addresses (none given: the Ready nodes; here there are none)
+    # status written with the published address
     got = await c.get(INGRESSES, "web", "default")
-    assert (got.get("status") or {}).get("loadBalancer") == {}
+    assert got["status"]["loadBalancer"] == {"ingress": [{"ip": "192.0.2.10"}]}
 
 
 async def test_bad_input_is_reported_and_the_rest_served(env: Env) -> None:
