@@ -208,6 +208,7 @@ class Phases:
 
     def __init__(self) -> None:
         self.by: dict[tuple[str, str], dict[str, dict[prom.Labels, prom.Hist]]] = {}
+        self.cpu: dict[tuple[str, str], list[dict[str, float]]] = {}  # per run: process -> CPU seconds
 
     def add(self, key: tuple[str, str], before: dict[str, dict[prom.Labels, prom.Hist]],
             after: dict[str, dict[prom.Labels, prom.Hist]]) -> None:
@@ -218,10 +219,25 @@ class Phases:
                 acc[name][lb] = hist if prev is None else _add(prev, hist)
 
 
+def cpu_seconds(kn: KubeletNode) -> dict[str, float]:
+    """CPU time (user + system) so far of the apiserver and the kubelet processes."""
+    import psutil
+
+    out = {}
+    for name, proc in (("apiserver", kn.api.proc), ("kubelet", kn.proc)):
+        if proc is not None:
+            t = psutil.Process(proc.pid).cpu_times()
+            out[name] = t.user + t.system
+    return out
+
+
 async def kubelet_run(client: Client, kn: KubeletNode, token: str, phases: Phases, kind: str, handler: str,
                       names: list[str]) -> list[float]:
     before = await asyncio.to_thread(scrape_all, kn, token)
+    cpu0 = cpu_seconds(kn)
     lat = await run_batch(client, kn, names, handler)
+    cpu1 = cpu_seconds(kn)
+    phases.cpu.setdefault((kind, handler), []).append({k: cpu1[k] - cpu0[k] for k in cpu1})
     phases.add((kind, handler), before, await asyncio.to_thread(scrape_all, kn, token))
     await delete_and_wait(client, kn, names)
     return list(lat.values())
@@ -266,7 +282,7 @@ async def main_async(pods: int, rounds: int, extra_args: list[str]) -> dict[str,
         stop_kubelet_node(kn)
         shutil.rmtree(base, ignore_errors=True)
     r.update(pods=pods, rounds=rounds, bursts=bursts, cri=cri, singles=singles, cri_single=cri_single,
-             phases=phases.by)
+             phases=phases.by, cpu=phases.cpu)
     return r
 
 
@@ -341,6 +357,14 @@ def print_report(r: dict[str, Any], s: dict[str, Any]) -> None:
                            key=lambda t: -t[1].sum)
             print(f"  the kubelet's CRI calls per {kind} pod ({h}): " + ", ".join(
                 f"{op} {x.count / count:.1f}x{x.mean * 1000:.0f}ms" for op, x in calls))
+    for kind, per in (("burst", n), ("single", 1)):
+        for h in HANDLERS:
+            runs = r["cpu"].get((kind, h), [])
+            if runs:
+                writes = r["phases"].get((kind, h), {}).get("kubelet_pod_status_sync_duration_seconds", {})
+                print(f"  CPU per {kind} pod ({h}), the CRI alone pays none of it: " + ", ".join(
+                    f"{p} {statistics.median(x[p] for x in runs) / per * 1000:.0f} ms" for p in runs[0])
+                    + f"; status writes per pod {_total(writes).count / (per * len(runs)):.1f}")
     print("containerd's own timers, the kubelet's pods against the CRI-alone pods (mean seconds):")
     print(f"  {'':28s} {'burst runc':>21s} {'burst crun':>21s} {'single runc':>21s} {'single crun':>21s}")
     print(f"  {'':28s} {'kubelet   CRI':>21s} {'kubelet   CRI':>21s} {'kubelet   CRI':>21s} {'kubelet   CRI':>21s}")

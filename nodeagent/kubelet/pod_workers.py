@@ -42,6 +42,7 @@ class PodWorker:
     volume_paths: dict[str, str] | None = None
     last_grace: int = 0  # the grace period of the pod as last seen, for a teardown after its deletion
     done: bool = False  # set by the sync that finished the pod: the worker ends
+    synced_reads: int | None = None  # the PLEG's reads_started when this pod's last sync ended
 
     @property
     def name(self) -> str:

@@ -72,9 +72,28 @@ class PodSyncer:
                 out.add(name)
         return out
 
+    async def read_runtime(self, w: PodWorker) -> PodRuntimeStatus:
+        """Step 1's read of the runtime, skipped when it can be: a status the PLEG read after this
+        pod's last sync ended is current (the PLEG event that woke the worker came with it, as
+        upstream's pod workers take it from the pod cache), and a pod this kubelet has never synced
+        and the runtime does not hold (the last relist, done before the informer started, did not
+        see it) has nothing to read."""
+        if w.synced_reads is None:
+            if w.uid not in self.pleg.known_uids and self.pleg.cached(w.uid) is None:
+                return PodRuntimeStatus(uid=w.uid)
+        elif (cached := self.pleg.cached_since(w.uid, w.synced_reads)) is not None:
+            return cached
+        return await self.pleg.refresh(w.uid)
+
     async def sync_pod(self, w: PodWorker, pod: dict[str, Any]) -> None:
+        try:
+            await self._sync_pod(w, pod)
+        finally:
+            w.synced_reads = self.pleg.reads_started
+
+    async def _sync_pod(self, w: PodWorker, pod: dict[str, Any]) -> None:
         # Step 1: compute sandbox and container changes, from one read of the runtime.
-        rs = await self.pleg.refresh(w.uid)
+        rs = await self.read_runtime(w)
         actions = compute_pod_actions(pod, rs, self._failed_probes(w.uid, rs, probes_mod.LIVENESS),
                                       self._failed_probes(w.uid, rs, probes_mod.STARTUP))
         log.debug("sync pod=%s actions=%s", pod_key(pod), actions)
