@@ -52,21 +52,30 @@ async def test_no_runtime_class_is_the_default_handler(h: Harness) -> None:
     assert opts.runtime_handler == ""
 
 
-async def test_unknown_runtime_class_fails_the_sandbox_until_it_exists(h: Harness) -> None:
-    await h.create(make_pod("odd", runtimeClassName="missing"))
-    msg = 'Failed to create pod sandbox: runtimeclass.node.k8s.io "missing" not found'
+async def test_a_runtime_class_deleted_after_admission_fails_the_sandbox_until_it_exists(tmp_path: object) -> None:
+    # The apiserver's RuntimeClass admission refuses a pod naming an unknown class; the kubelet
+    # meets one only when the class is deleted after the pod was admitted.
+    h = make_harness(str(tmp_path))
+    await h.client.create(RUNTIME_CLASSES, {"metadata": {"name": "gone"}, "handler": "crun"})
+    await h.create(make_pod("odd", runtimeClassName="gone"))
+    await h.client.delete(RUNTIME_CLASSES, "gone")
+    await h.kubelet.start()
+    try:
+        msg = 'Failed to create pod sandbox: runtimeclass.node.k8s.io "gone" not found'
 
-    async def failed() -> bool:
-        await h.kubelet.recorder.flush()
-        return ("FailedCreatePodSandBox", msg) in _events(h, "odd")
+        async def failed() -> bool:
+            await h.kubelet.recorder.flush()
+            return ("FailedCreatePodSandBox", msg) in _events(h, "odd")
 
-    await wait_for(failed, what="FailedCreatePodSandBox event")
-    assert h.runtime.calls_of("RunPodSandbox") == []
-    assert h.status("odd").get("phase") == "Pending"
-    # upstream retries the sandbox: once the class exists the pod starts with its handler
-    await h.client.create(RUNTIME_CLASSES, {"metadata": {"name": "missing"}, "handler": "runc"})
-    await wait_for(lambda: h.condition("odd", "Ready") == "True", timeout=15, what="odd Ready")
-    assert [o.runtime_handler for o in h.runtime.sandbox_opts.values()] == ["runc"]
+        await wait_for(failed, what="FailedCreatePodSandBox event")
+        assert h.runtime.calls_of("RunPodSandbox") == []
+        assert h.status("odd").get("phase", "Pending") == "Pending"
+        # upstream retries the sandbox: once the class is back the pod starts with its handler
+        await h.client.create(RUNTIME_CLASSES, {"metadata": {"name": "gone"}, "handler": "runc"})
+        await wait_for(lambda: h.condition("odd", "Ready") == "True", timeout=15, what="odd Ready")
+        assert [o.runtime_handler for o in h.runtime.sandbox_opts.values()] == ["runc"]
+    finally:
+        await h.kubelet.stop()
 
 
 async def test_start_phases_and_upstream_start_metrics(h: Harness) -> None:
