@@ -130,7 +130,7 @@ async def run_kubelet(config: KubeletConfig, kubeconfig: str, runtime_endpoint: 
                 await asyncio.sleep(5)
 
         # Ready as soon as runtime, network and podCIDR allow, not at the next 10 s status tick.
-        tasks.append(asyncio.create_task(fast_status_update_once(nodes, refresh_runtime_state, readiness),
+        tasks.append(asyncio.create_task(fast_status_update_once(nodes, refresh_runtime_state),
                                          name="kubelet-fast-node-status"))
         await kubelet.start()
         tasks += [asyncio.create_task(nodes.run_status_loop(), name="kubelet-node-status"),

@@ -188,6 +188,12 @@ class NodeStatusManager:
             },
         }
 
+    @property
+    def ready_reported(self) -> bool:
+        """The last status the apiserver accepted says Ready=True."""
+        conds = (self._last_reported or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
     # ------------------------------------------------------------------ API calls
     async def register(self) -> dict[str, Any]:
         """Create the Node, or reconcile an existing one (a re-registering kubelet)."""

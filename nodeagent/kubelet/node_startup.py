@@ -23,15 +23,15 @@ NODE_READY_GRACE_PERIOD = 120.0
 
 
 async def fast_status_update_once(nodes: NodeStatusManager, refresh_runtime: Callable[[], Awaitable[None]],
-                                  readiness: Callable[[], tuple[bool, str]], period: float = FAST_PERIOD,
-                                  grace: float = NODE_READY_GRACE_PERIOD) -> bool:
+                                  period: float = FAST_PERIOD, grace: float = NODE_READY_GRACE_PERIOD) -> bool:
     """True once the node's Ready status is written; False when the grace period ran out first."""
     start = time.monotonic()
     while time.monotonic() - start < grace:
         try:
             await refresh_runtime()
             await nodes.update_status()  # reads the podCIDR while it is unknown; writes only changes
-            if readiness()[0] and nodes.pod_cidr:
+            # what was written, not readiness() now: the 5 s runtime loop may have changed it since
+            if nodes.ready_reported and nodes.pod_cidr:
                 log.info("node ready node=%s after=%.2fs", nodes.config.node_name, time.monotonic() - start)
                 return True
         except asyncio.CancelledError:

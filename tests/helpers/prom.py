@@ -82,3 +82,12 @@ def scrape(url: str, token: str | None = None, timeout: float = 10.0) -> str:
     ctx.verify_mode = ssl.CERT_NONE
     with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
         return str(r.read().decode())
+
+
+def samples(text: str) -> dict[tuple[str, Labels], float]:
+    """Every sample of the exposition text: (sample name, labels) -> value (gauges, counters ...)."""
+    out: dict[tuple[str, Labels], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out

@@ -238,7 +238,7 @@ async def test_fast_status_update_writes_ready_as_soon_as_runtime_and_podcidr_al
         node = client.objects(NODES)[0]
         return next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
 
-    task = asyncio.create_task(fast_status_update_once(m, refresh, lambda: ready[0], period=0.01, grace=10))
+    task = asyncio.create_task(fast_status_update_once(m, refresh, period=0.01, grace=10))
     await wait_for(lambda: checks >= 5, what="a few checks")
     assert ready_condition() == "True" and not task.done()  # Ready written, but no podCIDR yet: still looking
     await client.patch(NODES, "n1", {"spec": {"podCIDR": "10.244.7.0/24", "podCIDRs": ["10.244.7.0/24"]}})
@@ -258,4 +258,29 @@ async def test_fast_status_update_gives_up_after_the_grace_period(tmp_path: Any)
     async def refresh() -> None:
         pass
 
-    assert await fast_status_update_once(m, refresh, lambda: (False, "runtime down"), period=0.01, grace=0.05) is False
+    assert await fast_status_update_once(m, refresh, period=0.01, grace=0.05) is False
+
+
+async def test_fast_status_update_ends_only_once_ready_is_written(tmp_path: Any) -> None:
+    """The 5 s runtime loop may flip readiness between the loop's write and its check: the loop
+    ends on what the apiserver accepted, so Ready=True is written before it stops."""
+    from nodeagent.kubelet.node_startup import fast_status_update_once
+
+    ready: list[tuple[bool, str]] = [(False, "network not ready")]
+    client, _, m = _mgr(str(tmp_path), ready, pod_cidr="10.244.1.0/24")
+    await m.register()
+    real_update = m.update_status
+
+    async def update_then_other_loop_flips() -> bool:
+        wrote = await real_update()
+        ready[0] = (True, "")  # the other loop, right after this write
+        return wrote
+
+    m.update_status = update_then_other_loop_flips  # type: ignore[method-assign]
+
+    async def refresh() -> None:
+        pass
+
+    assert await fast_status_update_once(m, refresh, period=0.01, grace=5) is True
+    node = client.objects(NODES)[0]
+    assert next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready") == "True"
