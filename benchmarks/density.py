@@ -290,10 +290,11 @@ def print_report(r: dict[str, Any], up_s: float) -> None:
         print(f"    {comp + (f' ({n})' if comp == 'shims' else ''):20s}{cells}")
     for k, label in (("memory_idle", "idle"), ("memory_full", "110 pods + 1,000 Services")):
         node = sum(r[k][c]["rss_mb"] for c in NODE_PARTS)
-        shims = r[k]["shims"]["rss_mb"]
-        print(f"  the node's agent ({' + '.join(NODE_PARTS)}), {label}: RSS {node:.0f} MB "
-              f"({node / K3S_AGENT_MB:.2f}x k3s's published agent, {K3S_AGENT_MB} MB); with the shims "
-              f"{node + shims:.0f} MB")
+        pss = sum(r[k][c]["pss_mb"] for c in NODE_PARTS)
+        shims = r[k]["shims"]
+        print(f"  the node's agent ({' + '.join(NODE_PARTS)}), {label}: RSS {node:.0f} MB, PSS {pss:.0f} MB "
+              f"({node / K3S_AGENT_MB:.2f}x / {pss / K3S_AGENT_MB:.2f}x k3s's published agent, {K3S_AGENT_MB} MB); "
+              f"the shims add RSS {shims['rss_mb']:.0f} MB, PSS {shims['pss_mb']:.0f} MB")
 
 
 def main() -> int:
@@ -326,7 +327,9 @@ def main() -> int:
     print_report(r, up_s)
     node_rss = sum(r["memory_full"][c]["rss_mb"] for c in NODE_PARTS)
     print(json.dumps({"cluster_up_s": round(up_s, 2), **r["services"], **{f"pods_{k}": v for k, v in r["pods"].items()},
-                      "node_agent_rss_mb": round(node_rss, 1), "k3s_agent_mb": K3S_AGENT_MB,
+                      "node_agent_rss_mb": round(node_rss, 1),
+                      "node_agent_pss_mb": round(sum(r["memory_full"][c]["pss_mb"] for c in NODE_PARTS), 1),
+                      "k3s_agent_mb": K3S_AGENT_MB,
                       "memory": r["memory_full"], "load_before": r["load_before"], "load_after": r["load_after"]}))
     return 0
 
