@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(containerd runc iptables nftables conntrack tcpdump busybox-static iputils-ping
   containernetworking-plugins iproute2 dnsmasq-base ipvsadm make gcc libc6-dev kmod procps
-  util-linux python3-venv curl dnsperf haproxy wrk)
+  util-linux python3-venv curl dnsperf haproxy wrk crun)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,6 +26,18 @@ if ! command -v kubectl >/dev/null 2>&1; then
   echo "setup: kubectl not found and no apt source provides it; install kubectl 1.32" \
        "(e.g. from pkgs.k8s.io as vagrant/provision.sh does) and run again" >&2
   exit 1
+fi
+# crun (the `crun` runtime handler) refuses a hybrid cgroup layout whose v2 hierarchy still offers
+# a controller ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2"). systemd's
+# hybrid layout mounts every controller as v1; where this machine left one to v2 (hugetlb on the
+# project's image), give it its own v1 hierarchy as systemd would. runc works either way.
+if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] && [ -s /sys/fs/cgroup/unified/cgroup.controllers ] &&
+   [ ! -s /sys/fs/cgroup/unified/cgroup.subtree_control ]; then
+  for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+    mkdir -p "/sys/fs/cgroup/$c"
+    mountpoint -q "/sys/fs/cgroup/$c" || mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" ||
+      echo "setup: could not mount the $c cgroup controller as v1; the crun runtime handler will not work" >&2
+  done
 fi
 # The apt containerd package may start a host containerd where an init system runs; nodeagent runs
 # its own managed containerd per node and leaves the host's alone.

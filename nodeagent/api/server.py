@@ -97,6 +97,7 @@ class ApiServer:
         self.admission: Chain = self.registry.admission
         self.admission.plugins.extend(self.guard.admission_plugins(self.registry, cfg.disable_admission_plugins))
         self.admission.plugins.append(default_ingress_class(self.registry))
+        self.admission.plugins[:] = [p for p in self.admission.plugins if p.name not in cfg.disable_admission_plugins]
         self.verbs = Verbs(self)
         self._runners: list[web.AppRunner] = []
         self.ready = False

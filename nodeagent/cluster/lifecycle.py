@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import ssl
@@ -21,7 +23,7 @@ from nodeagent.cluster import addons, cleanup, components, procs, underlay
 from nodeagent.cluster.components import Component, Options
 from nodeagent.cluster.forwarder import free_loopback_port
 from nodeagent.cluster.kube import Kubectl, KubectlError, node_ready
-from nodeagent.cluster.topology import API_PORT, BASE_DIR, CONTROL_PLANE_IP, ClusterPlan, Member
+from nodeagent.cluster.topology import API_PORT, BASE_DIR, CONTROL_PLANE_IP, SERVICE_CIDR, ClusterPlan
 from nodeagent.mountinfo import read_mountinfo
 
 log = logging.getLogger(__name__)
@@ -88,59 +90,6 @@ class Progress:
         self.open_line = False
 
 
-def _nodeagent(*args: str, netns: str | None = None) -> None:
-    argv = procs.component_argv(netns, list(args))
-    p = subprocess.run(argv, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise ClusterError(f"`nodeagent {' '.join(args)}` failed ({p.returncode}): {p.stderr.strip()[-2000:]}")
-
-
-def write_control_plane_credentials(plan: ClusterPlan, data: str) -> None:
-    """Client certificates for the controller manager and the scheduler; a token of the kube-dns
-    service account (a year long: the DNS server is a host process here, not a pod whose kubelet
-    would refresh it) for the DNS server."""
-    import yaml
-
-    server = plan.api_url_internal
-    for component, user in (("controller-manager", components.CONTROLLER_MANAGER_USER),
-                            ("scheduler", components.SCHEDULER_USER)):
-        _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", user,
-                   "-o", str(components.control_plane_kubeconfig(plan, component)))
-    ns, sa = components.DNS_SERVICE_ACCOUNT
-    kubectl = Kubectl(plan.kubeconfig)
-    if kubectl.run("get", "serviceaccount", "-n", ns, sa, check=False).returncode != 0:
-        kubectl.run("create", "serviceaccount", "-n", ns, sa)
-    token = kubectl.run("create", "token", "-n", ns, sa, "--duration", "8760h").stdout.strip()
-    doc = yaml.safe_load(plan.internal_kubeconfig.read_text())
-    doc["users"] = [{"name": f"{ns}:{sa}", "user": {"token": token}}]
-    doc["contexts"][0]["context"]["user"] = f"{ns}:{sa}"
-    out = components.control_plane_kubeconfig(plan, "dns")
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(doc, f, default_flow_style=False, sort_keys=False)
-
-
-def write_node_credentials(plan: ClusterPlan, m: Member, data: str) -> None:
-    """One identity per node process: the kubelet's token (system:node:NAME) and serving certificate,
-    kube-proxy's, the CNI daemon's, the ingress controller's and the speaker's client certificates."""
-    from nodeagent.api.pki import PkiPaths, issue_key_pair
-
-    server = plan.api_url_internal
-    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", "node", m.name,
-               "-o", str(components.node_kubeconfig(plan, m)))
-    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", components.PROXY_USER,
-               "-o", str(components.proxy_kubeconfig(m)))
-    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", components.CNI_USER,
-               "-o", str(components.cni_kubeconfig(m)))
-    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", components.INGRESS_USER,
-               "-o", str(components.ingress_kubeconfig(m)))
-    _nodeagent("kubeconfig", "--data-dir", data, "--server", server, "--user", components.SPEAKER_USER,
-               "-o", str(components.speaker_kubeconfig(m)))
-    crt, key = components.kubelet_serving_cert(m)
-    issue_key_pair(PkiPaths(Path(data) / "pki"), crt, key, f"system:node:{m.name}", ("system:nodes",),
-                   server=True, dns=(m.name,), ips=(m.ip,))
-
-
 def _start(plan: ClusterPlan, comp: Component) -> procs.PidRecord:
     return procs.spawn(procs.component_argv(comp.member.netns, comp.args), comp.log_file(plan), comp.pid_file(plan))
 
@@ -179,36 +128,152 @@ def wait_apiserver(plan: ClusterPlan, port: int, comps: list[Component], timeout
                        f"see {plan.log_dir}/cp-apiserver.log")
 
 
+class NodeWatch:
+    """`kubectl get --raw '/api/v1/nodes?watch=1'`: one kubectl for the whole wait, its events
+    read as they come (no poll interval between a node turning Ready and us seeing it)."""
+
+    def __init__(self, kubectl: Kubectl) -> None:
+        self.proc = subprocess.Popen(kubectl.argv("get", "--raw", "/api/v1/nodes?watch=1&allowWatchBookmarks=false"),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        self._out = self.proc.stdout
+        os.set_blocking(self._out.fileno(), False)
+        self._buf = b""
+        self.error = ""
+
+    def events(self, timeout: float) -> list[dict[str, Any]]:
+        """The objects of the events that arrived within `timeout` seconds (maybe none)."""
+        if select.select([self._out], [], [], timeout)[0]:
+            chunk = self._out.read() or b""
+            if not chunk and self.proc.poll() is not None:
+                self.error = (self.proc.stderr.read() or b"").decode(errors="replace").strip() \
+                    if self.proc.stderr else ""
+            self._buf += chunk
+        out = []
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and isinstance(ev.get("object"), dict):
+                out.append(ev["object"])
+        return out
+
+    @property
+    def ended(self) -> bool:
+        return self.proc.poll() is not None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
 def wait_nodes(plan: ClusterPlan, kubectl: Kubectl, comps: list[Component], progress: Progress,
-               timeout: float) -> list[dict[str, Any]]:
+               timeout: float, since: float | None = None) -> list[dict[str, Any]]:
     """Wait until every node is registered, Ready and has a podCIDR; keep the cp's routes to the
-    pod CIDRs (host-gw via each node) in step as they appear."""
+    pod CIDRs (host-gw via each node) in step as they appear. Each node's milestones are noted
+    with their time since `since` (when the node processes were started)."""
     want = {m.name: m for m in plan.node_members}
+    since = time.monotonic() if since is None else since
     deadline = time.monotonic() + timeout
+    nodes: dict[str, dict[str, Any]] = {}
+    seen: dict[str, dict[str, float]] = {n: {} for n in want}  # node -> milestone -> seconds
     routed: dict[str, str] = {}
     shown = ""
-    while True:
-        _check_alive(plan, comps)
-        try:
-            nodes = [n for n in kubectl.items("/api/v1/nodes") if n["metadata"]["name"] in want]
-        except KubectlError:
-            nodes = []
-        routes = {n["spec"]["podCIDR"]: want[n["metadata"]["name"]].ip
-                  for n in nodes if (n.get("spec") or {}).get("podCIDR")}
-        if routes != routed:
-            underlay.add_pod_cidr_routes(plan.control_plane.netns, routes)
-            routed = routes
-        ready = [n for n in nodes if node_ready(n)]
-        line = f"registered {len(nodes)}/{len(want)}, Ready {len(ready)}/{len(want)}, podCIDR {len(routes)}/{len(want)}"
-        if line != shown:
-            progress.note(line)
-            shown = line
-        if len(ready) == len(want) and len(routes) == len(want):
-            return nodes
-        if time.monotonic() > deadline:
-            raise ClusterError(f"cluster {plan.name!r}: nodes not Ready after {timeout:.0f}s ({line}); "
-                               f"see the logs in {plan.log_dir}")
-        time.sleep(0.5)
+    watch = NodeWatch(kubectl)
+    try:
+        while True:
+            _check_alive(plan, comps)
+            if watch.ended:  # the apiserver closed the watch (a timeout): open another
+                watch.close()
+                watch = NodeWatch(kubectl)
+            for n in watch.events(0.5):
+                name = n.get("metadata", {}).get("name", "")
+                if name not in want:
+                    continue
+                nodes[name] = n
+                t = round(time.monotonic() - since, 1)
+                seen[name].setdefault("registered", t)
+                if (n.get("spec") or {}).get("podCIDR"):
+                    seen[name].setdefault("podCIDR", t)
+                if node_ready(n):
+                    if "Ready" not in seen[name]:
+                        seen[name]["Ready"] = t
+                        progress.note(f"{name}: " + ", ".join(f"{k} +{v:.1f}s" for k, v in seen[name].items()))
+            routes = {n["spec"]["podCIDR"]: want[name].ip for name, n in nodes.items()
+                      if (n.get("spec") or {}).get("podCIDR")}
+            if routes != routed:
+                underlay.add_pod_cidr_routes(plan.control_plane.netns, routes)
+                routed = routes
+            ready = [n for n in nodes.values() if node_ready(n)]
+            line = (f"registered {len(nodes)}/{len(want)}, Ready {len(ready)}/{len(want)}, "
+                    f"podCIDR {len(routes)}/{len(want)}")
+            if line != shown and len(ready) < len(want):
+                progress.note(line)
+                shown = line
+            if len(ready) == len(want) and len(routes) == len(want):
+                progress.note(line)
+                return list(nodes.values())
+            if time.monotonic() > deadline:
+                raise ClusterError(f"cluster {plan.name!r}: nodes not Ready after {timeout:.0f}s ({line}"
+                                   f"{'; kubectl: ' + watch.error if watch.error else ''}); "
+                                   f"see the logs in {plan.log_dir}")
+    finally:
+        watch.close()
+
+
+def write_credentials(plan: ClusterPlan, api_port: int) -> None:
+    """The cluster CA, the apiserver's certificate and the credentials of every process but DNS,
+    written before any process starts (the apiserver finds them in place), so that all of them can
+    start at once: the admin kubeconfigs, the controller manager's and the scheduler's client
+    certificates, and per node the kubelet's token (system:node:NAME) and serving certificate,
+    kube-proxy's, the CNI daemon's, the ingress controller's and the speaker's client certificates."""
+    from nodeagent.api.kubeconfig import write_cert_kubeconfig, write_kubeconfig
+    from nodeagent.api.pki import PkiPaths, ensure_pki, issue_key_pair
+
+    data = components.apiserver_data_dir(plan)
+    data.mkdir(parents=True, exist_ok=True)
+    # the SANs the apiserver would ask for (components.apiserver's --tls-san and --advertise-address,
+    # and the first Service IP, the `kubernetes` Service), so that it keeps this certificate
+    first_service_ip = str(ipaddress.ip_network(SERVICE_CIDR)[1])
+    ensure_pki(data, ["127.0.0.1", "localhost", first_service_ip, CONTROL_PLANE_IP])
+    server = plan.api_url_internal
+    write_kubeconfig(data, f"https://127.0.0.1:{api_port}", plan.kubeconfig)
+    write_kubeconfig(data, server, plan.internal_kubeconfig)
+    for component, user in (("controller-manager", components.CONTROLLER_MANAGER_USER),
+                            ("scheduler", components.SCHEDULER_USER)):
+        write_cert_kubeconfig(data, server, components.control_plane_kubeconfig(plan, component), user, ())
+    for m in plan.node_members:
+        write_kubeconfig(data, server, components.node_kubeconfig(plan, m), node=m.name)
+        write_cert_kubeconfig(data, server, components.proxy_kubeconfig(m), components.PROXY_USER, ())
+        write_cert_kubeconfig(data, server, components.cni_kubeconfig(m), components.CNI_USER, ())
+        write_cert_kubeconfig(data, server, components.ingress_kubeconfig(m), components.INGRESS_USER, ())
+        write_cert_kubeconfig(data, server, components.speaker_kubeconfig(m), components.SPEAKER_USER, ())
+        crt, key = components.kubelet_serving_cert(m)
+        issue_key_pair(PkiPaths(data / "pki"), crt, key, f"system:node:{m.name}", ("system:nodes",),
+                       server=True, dns=(m.name,), ips=(m.ip,))
+
+
+def write_dns_credentials(plan: ClusterPlan) -> None:
+    """A token of the kube-dns service account for the DNS server (a year long: the DNS server is a
+    host process here, not a pod whose kubelet would refresh it); it needs the running apiserver
+    (TokenRequest), as an operator would do it with kubectl."""
+    import yaml
+
+    ns, sa = components.DNS_SERVICE_ACCOUNT
+    kubectl = Kubectl(plan.kubeconfig)
+    if kubectl.run("get", "serviceaccount", "-n", ns, sa, check=False).returncode != 0:
+        kubectl.run("create", "serviceaccount", "-n", ns, sa)
+    token = kubectl.run("create", "token", "-n", ns, sa, "--duration", "8760h").stdout.strip()
+    doc = yaml.safe_load(plan.internal_kubeconfig.read_text())
+    doc["users"] = [{"name": f"{ns}:{sa}", "user": {"token": token}}]
+    doc["contexts"][0]["context"]["user"] = f"{ns}:{sa}"
+    out = components.control_plane_kubeconfig(plan, "dns")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(doc, f, default_flow_style=False, sort_keys=False)
 
 
 def up(name: str, nodes: int, opts: Options, out: TextIO = sys.stdout, base_dir: Path = BASE_DIR,
@@ -222,7 +287,9 @@ def up(name: str, nodes: int, opts: Options, out: TextIO = sys.stdout, base_dir:
     try:
         if build_images:
             done = progress.step("building images (nodeagent images build)")
-            _nodeagent("images", "build")
+            from nodeagent.runtime import images
+
+            images.build_all()
             done()
         done = progress.step(f"creating namespaces {', '.join(plan.netns_names)} on switch {plan.switch_netns}/br0")
         for d in (plan.run_dir, plan.log_dir, *(m.data_dir for m in plan.members)):
@@ -231,41 +298,36 @@ def up(name: str, nodes: int, opts: Options, out: TextIO = sys.stdout, base_dir:
         underlay.create(plan)
         done()
 
-        done = progress.step(f"starting apiserver in {plan.control_plane.netns} ({CONTROL_PLANE_IP}:{API_PORT}), "
-                             f"forwarded to 127.0.0.1:{state.api_port}")
+        done = progress.step("writing the cluster CA and credentials (admin, controllers, each node's processes)")
+        write_credentials(plan, state.api_port)
+        done()
+
+        # Every process but DNS at once: Python's start-up is most of each one's first second, and
+        # they all wait for the apiserver the same way (their informers, the kubelet's registration
+        # and the controllers' service account credentials retry within a fraction of a second).
+        api = components.apiserver(plan, opts)
+        controllers, dns = components.control_plane(plan, opts)
+        node_comps = [c for m in plan.node_members for c in components.node(plan, m, opts)]
+        done = progress.step(f"starting apiserver and controllers in {plan.control_plane.netns}, "
+                             f"{nodes} node(s): cni-daemon, kubelet (+ containerd), proxy, ingress, speaker")
         fwd = forwarder_component(plan, state.api_port)
         procs.spawn(fwd[1], plan.log_dir / "host-forwarder.log", plan.run_dir / "host-forwarder.pid")
-        api = components.apiserver(plan, opts)
-        _start(plan, api)
+        started = time.monotonic()
+        for c in [api, controllers, *node_comps]:
+            _start(plan, c)
+        done()
+
+        done = progress.step(f"waiting for the apiserver ({CONTROL_PLANE_IP}:{API_PORT}, forwarded to "
+                             f"127.0.0.1:{state.api_port}), then starting dns with its service account token")
         wait_apiserver(plan, state.api_port, [api])
+        write_dns_credentials(plan)
+        _start(plan, dns)
         done()
-
-        done = progress.step("writing kubeconfigs (admin, one per node)")
-        data = str(components.apiserver_data_dir(plan))
-        _nodeagent("kubeconfig", "--data-dir", data, "--server", f"https://127.0.0.1:{state.api_port}",
-                   "--user", "admin", "-o", str(plan.kubeconfig))
-        _nodeagent("kubeconfig", "--data-dir", data, "--server", plan.api_url_internal,
-                   "--user", "admin", "-o", str(plan.internal_kubeconfig))
-        for m in plan.node_members:
-            write_node_credentials(plan, m, data)
-        write_control_plane_credentials(plan, data)
-        done()
-
-        cp = components.control_plane(plan, opts)
-        done = progress.step("starting controllers and dns in " + plan.control_plane.netns)
-        for c in cp:
-            _start(plan, c)
-        done()
-
-        node_comps = [c for m in plan.node_members for c in components.node(plan, m, opts)]
-        done = progress.step(f"starting {nodes} node(s): cni-daemon, kubelet (+ containerd), proxy, ingress, speaker")
-        for c in node_comps:
-            _start(plan, c)
-        done()
+        cp = [controllers, dns]
 
         done = progress.step("waiting for nodes to be Ready")
-        wait_nodes(plan, Kubectl(plan.kubeconfig), [api, *cp, *node_comps], progress, timeout)
-        done()
+        wait_nodes(plan, Kubectl(plan.kubeconfig), [api, *cp, *node_comps], progress, timeout, since=started)
+        done(f"ok, {time.monotonic() - started:.1f}s after the processes started")
 
         done = progress.step(f"creating the default IngressClass {addons.INGRESS_CLASS!r}")
         Kubectl(plan.kubeconfig).apply(addons.INGRESS_CLASS_MANIFEST)

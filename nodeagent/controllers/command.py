@@ -173,13 +173,15 @@ async def _clients(args: argparse.Namespace, root: Any, config: Any) -> tuple[di
             names.append("ttl-after-finished")
         for name in names:
             if name in SERVICE_ACCOUNTS:
+                backoff = 0.2  # the apiserver may still be starting (cluster up starts all at once)
                 while True:
                     try:
                         own[name] = await sa.client_for(name)
                         break
-                    except Exception as e:  # the apiserver may still be starting
-                        log.warning("cannot get credentials controller=%s error=%s (retrying)", name, e)
-                        await asyncio.sleep(2)
+                    except Exception as e:
+                        log.warning("cannot get credentials controller=%s error=%s retry_in=%.1fs", name, e, backoff)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 5.0)
     return own, closers
 
 

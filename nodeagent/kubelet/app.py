@@ -14,6 +14,7 @@ from nodeagent.kubelet.instrumented import InstrumentedRuntime
 from nodeagent.kubelet.kubelet import Kubelet
 from nodeagent.kubelet.metrics import KubeletMetrics
 from nodeagent.kubelet.node import NodeStatusManager
+from nodeagent.kubelet.node_startup import fast_status_update_once
 from nodeagent.kubelet.server import KubeletServer, ensure_serving_cert
 
 log = logging.getLogger(__name__)
@@ -116,16 +117,22 @@ async def run_kubelet(config: KubeletConfig, kubeconfig: str, runtime_endpoint: 
         await server.start(config.bind_address, config.port, crt, key, client_ca(config, kubeconfig))
         await nodes.register()
         tasks.append(asyncio.create_task(nodes.run_lease_loop(), name="kubelet-lease"))
-        await kubelet.start()
+
+        async def refresh_runtime_state() -> None:
+            try:
+                runtime_state[0] = await runtime.runtime_ready()
+            except Exception as e:
+                runtime_state[0] = (False, f"container runtime is down: {e}")
 
         async def runtime_status_loop() -> None:
             while True:
-                try:
-                    runtime_state[0] = await runtime.runtime_ready()
-                except Exception as e:
-                    runtime_state[0] = (False, f"container runtime is down: {e}")
+                await refresh_runtime_state()
                 await asyncio.sleep(5)
 
+        # Ready as soon as runtime, network and podCIDR allow, not at the next 10 s status tick.
+        tasks.append(asyncio.create_task(fast_status_update_once(nodes, refresh_runtime_state),
+                                         name="kubelet-fast-node-status"))
+        await kubelet.start()
         tasks += [asyncio.create_task(nodes.run_status_loop(), name="kubelet-node-status"),
                   asyncio.create_task(runtime_status_loop(), name="kubelet-runtime-status")]
         log.info("kubelet running node=%s runtime=%s node_ip=%s", config.node_name, runtime_version, nodes.node_ip)

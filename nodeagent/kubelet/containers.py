@@ -25,6 +25,7 @@ from nodeagent.kubelet.model import (
     SandboxOptions,
     SandboxState,
 )
+from nodeagent.kubelet.pod_startup import PodStartupTracker
 from nodeagent.kubelet.pod_workers import PodWorker
 from nodeagent.kubelet.runtime_service import RuntimeService
 from nodeagent.kubelet.volumes import VolumeError, container_mounts, termination_message_mount
@@ -67,7 +68,7 @@ def _field_path(field: str, name: str) -> str:
 class Containers:
     def __init__(self, runtime: RuntimeService, recorder: Any, backoff: Backoff, clock: Clock,
                  config: KubeletConfig, host: HostInfo, get_object: ObjectGetter,
-                 services: Callable[[], list[dict[str, Any]]]) -> None:
+                 services: Callable[[], list[dict[str, Any]]], startup: PodStartupTracker) -> None:
         self.runtime = runtime
         self.recorder = recorder
         self.backoff = backoff
@@ -76,6 +77,7 @@ class Containers:
         self.host = host
         self.get_object = get_object
         self.services = services  # the Services the pods' environment variables come from
+        self.startup = startup  # the steps of a pod's first start (pod_startup.py)
 
     # ------------------------------------------------------------------ start
     async def start(self, w: PodWorker, pod: dict[str, Any], rs: PodRuntimeStatus, sandbox_id: str,
@@ -102,14 +104,16 @@ class Containers:
                 except Exception as e:
                     log.debug("remove old container failed container=%s err=%s", old.id, e)
         try:
-            cid = await self.runtime.create_container(sandbox_id, pod, spec, opts, sandbox_opts)
+            with self.startup.step(w.uid, "create"):
+                cid = await self.runtime.create_container(sandbox_id, pod, spec, opts, sandbox_opts)
         except Exception as e:
             self.recorder.event(pod, "Warning", "Failed", f"Error: {e}", field_path=fp)
             w.waiting[name] = ("CreateContainerError", str(e))
             raise
         self.recorder.event(pod, "Normal", "Created", f"Created container {name}", field_path=fp)
         try:
-            await self.runtime.start_container(cid)
+            with self.startup.step(w.uid, "start"):
+                await self.runtime.start_container(cid)
         except Exception as e:
             self.recorder.event(pod, "Warning", "Failed", f"Error: {e}", field_path=fp)
             w.waiting[name] = ("RunContainerError", str(e))
@@ -137,14 +141,17 @@ class Containers:
 
     async def _ensure_image(self, w: PodWorker, pod: dict[str, Any], spec: dict[str, Any], fp: str) -> str | None:
         image = spec.get("image", "")
+        t0 = self.startup.monotonic()
         try:
-            image_ref, pulled = await self.runtime.ensure_image(image, pull_policy(spec))
+            with self.startup.step(w.uid, "image"):
+                image_ref, pulled = await self.runtime.ensure_image(image, pull_policy(spec))
         except ImageError as e:
             self.recorder.event(pod, "Warning", "Failed", f"Failed to pull image \"{image}\": {e.message}", field_path=fp)
             w.waiting[spec["name"]] = (e.reason, e.message)
             w.requeue(5.0)
             return None
         if pulled:
+            self.startup.pulled(w.uid, self.startup.monotonic() - t0)
             self.recorder.event(pod, "Normal", "Pulling", f'Pulling image "{image}"', field_path=fp)
             self.recorder.event(pod, "Normal", "Pulled", f'Successfully pulled image "{image}"', field_path=fp)
         else:

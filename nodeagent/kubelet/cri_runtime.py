@@ -149,7 +149,7 @@ class CRIRuntime:
 
     async def run_sandbox(self, pod: dict[str, Any], opts: SandboxOptions) -> str:
         cfg = self._sandbox_config(pod, opts)
-        sid = await self.client.run_pod_sandbox(cfg)
+        sid = await self.client.run_pod_sandbox(cfg, runtime_handler=opts.runtime_handler)
         self._sandbox_configs[sid] = cfg
         return str(sid)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from nodeagent.clock import Clock, RealClock
 from nodeagent.kubelet import probes as probes_mod
+from nodeagent.kubelet.admission import admit_pod_count, is_terminal, reject_pod
 from nodeagent.kubelet.backoff import Backoff
 from nodeagent.kubelet.config import HostInfo, KubeletConfig
 from nodeagent.kubelet.containers import Containers, grace_period
@@ -24,8 +25,10 @@ from nodeagent.kubelet.housekeeping import clean_up_orphans, count_running, rota
 from nodeagent.kubelet.metrics import KubeletMetrics
 from nodeagent.kubelet.model import ContainerState
 from nodeagent.kubelet.pleg import GenericPLEG, PodLifecycleEvent
+from nodeagent.kubelet.pod_startup import PodStartupTracker
 from nodeagent.kubelet.pod_workers import PodWorker, PodWorkers
 from nodeagent.kubelet.runtime_service import RuntimeService
+from nodeagent.kubelet.runtimeclass import RuntimeClassManager
 from nodeagent.kubelet.status_manager import StatusManager
 from nodeagent.kubelet.sync import PodSyncer
 from nodeagent.kubelet.termination import PodTerminator
@@ -65,16 +68,21 @@ class Kubelet:
         self.pod_workers = PodWorkers(self.sync, config.sync_frequency)
         self.workers: dict[str, PodWorker] = self.pod_workers.workers
         get_object = api_object_getter(client)
-        self.status = StatusManager(client, runtime, self.probes, self.clock, self.metrics, config, self.host)
+        self.startup = PodStartupTracker(self.metrics, self.clock)
+        self.runtime_classes = RuntimeClassManager(client)
+        self.status = StatusManager(client, runtime, self.probes, self.clock, self.metrics, config, self.host,
+                                    self.startup)
         self.containers = Containers(runtime, self.recorder, self.backoff, self.clock, config, self.host, get_object,
-                                     self.services.list)
+                                     self.services.list, self.startup)
         self.syncer = PodSyncer(runtime, self.pleg, self.probes, self.containers, self.status, self.backoff,
                                 self.recorder, config, self.host, read_host_resolv_conf(config.resolv_conf),
-                                get_object, self.tokens)
+                                get_object, self.startup, self.runtime_classes.lookup_runtime_handler, self.tokens)
         self.get_object = get_object
         self.terminator = PodTerminator(client, self.pleg, self.probes, self.containers, self.status, self.backoff,
                                         config)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._rejected: set[str] = set()  # uids refused at admission (they never run here)
+        self._rejecting: set[asyncio.Task[None]] = set()
 
     @property
     def host_ip(self) -> str:
@@ -101,11 +109,13 @@ class Kubelet:
         except Exception as e:
             log.warning("initial relist failed err=%s", e)
         self._tasks.append(asyncio.create_task(self.services.run(), name="kubelet-service-informer"))
+        self.runtime_classes.start()
         try:
             # upstream waits for the service informer too, so that the first containers get the variables
             await self.services.wait_synced(timeout=10)
         except TimeoutError:
             log.warning("service informer not synced after 10s: starting pods without service variables")
+        await self.runtime_classes.wait_synced(timeout=5)
         self._tasks.append(asyncio.create_task(self.informer.run(), name="kubelet-pod-informer"))
         self._tasks.append(asyncio.create_task(self.pleg.run(), name="kubelet-pleg"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="kubelet-housekeeping"))
@@ -118,6 +128,7 @@ class Kubelet:
     async def stop(self) -> None:
         self.informer.stop()
         self.services.stop()
+        self.runtime_classes.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, self.pod_workers.stop(), return_exceptions=True)
@@ -129,12 +140,36 @@ class Kubelet:
 
     # ------------------------------------------------------------------ triggers
     def _on_pod(self, pod: dict[str, Any]) -> None:
+        self.startup.observe_on_watch(pod)
+        uid = pod.get("metadata", {}).get("uid", "")
+        if uid not in self.workers and not self._admit(pod):
+            return
         if self.pod_workers.update(pod) is not None:
             self.probes.add_pod(pod)
+
+    def _admit(self, pod: dict[str, Any]) -> bool:
+        """A pod new to this kubelet (upstream HandlePodAdditions -> canAdmitPod): run it, reject
+        it (over --max-pods), or leave it (terminal, with nothing in the runtime to run or clean)."""
+        md = pod.get("metadata", {})
+        uid = md.get("uid", "")
+        if uid in self.pleg.known_uids or md.get("deletionTimestamp"):
+            return True  # already here (a restart adopts it), or its deletion must be confirmed
+        if uid in self._rejected or is_terminal(pod):
+            return False
+        active = sum(1 for w in self.workers.values() if w.pod is not None and not w.removed and not is_terminal(w.pod))
+        rejection = admit_pod_count(active, self.config.max_pods)
+        if rejection is None:
+            return True
+        self._rejected.add(uid)
+        task = asyncio.create_task(reject_pod(self.client, self.recorder, pod, rejection), name=f"kubelet-reject-{uid}")
+        self._rejecting.add(task)
+        task.add_done_callback(self._rejecting.discard)
+        return False
 
     def _on_pod_delete(self, pod: dict[str, Any]) -> None:
         uid = pod.get("metadata", {}).get("uid", "")
         self.tokens.forget(uid)
+        self._rejected.discard(uid)
         w = self.workers.get(uid)
         if w is not None:
             self.pod_workers.remove(uid, grace_period(w.pod))

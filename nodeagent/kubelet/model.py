@@ -133,6 +133,7 @@ class SandboxOptions:
     dns_servers: list[str] = field(default_factory=list)
     dns_searches: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
+    runtime_handler: str = ""  # the pod's RuntimeClass handler ("": the runtime's default)
 
 
 @dataclass

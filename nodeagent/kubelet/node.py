@@ -188,11 +188,18 @@ class NodeStatusManager:
             },
         }
 
+    @property
+    def ready_reported(self) -> bool:
+        """The last status the apiserver accepted says Ready=True."""
+        conds = (self._last_reported or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
     # ------------------------------------------------------------------ API calls
     async def register(self) -> dict[str, Any]:
         """Create the Node, or reconcile an existing one (a re-registering kubelet)."""
         from nodeagent.client import AlreadyExists
 
+        backoff = 0.1  # upstream registerWithAPIServer: 100 ms, doubling to 7 s
         while True:
             try:
                 try:
@@ -209,8 +216,9 @@ class NodeStatusManager:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("registering node failed node=%s err=%s (retrying)", self.config.node_name, e)
-                await asyncio.sleep(2)
+                log.warning("registering node failed node=%s err=%s retry_in=%.1fs", self.config.node_name, e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 7.0)
         self.pod_cidr = self.pod_cidr or node.get("spec", {}).get("podCIDR", "")
         self.registered.set()
         await self.update_status(force=True)

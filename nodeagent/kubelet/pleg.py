@@ -126,6 +126,17 @@ class GenericPLEG:
             self._cache[uid] = CachedStatus(st, ts, seq)
         return st
 
+    @property
+    def reads_started(self) -> int:
+        """How many pod status reads have started: a mark to compare cache entries with."""
+        return self._seq
+
+    def cached_since(self, uid: str, mark: int) -> PodRuntimeStatus | None:
+        """The cached status if its read started after `mark` (a reads_started value), else None
+        (upstream's podCache.GetNewerThan, by read order instead of a clock)."""
+        c = self._cache.get(uid)
+        return c.status if c is not None and c.seq > mark else None
+
     def cached_statuses(self) -> list[PodRuntimeStatus]:
         return [c.status for c in self._cache.values()]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,10 +40,9 @@ class PodWorker:
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # container -> (reason, message)
     requeue_after: float | None = None
     volume_paths: dict[str, str] | None = None
-    first_seen: float = field(default_factory=time.monotonic)
-    start_recorded: bool = False
     last_grace: int = 0  # the grace period of the pod as last seen, for a teardown after its deletion
     done: bool = False  # set by the sync that finished the pod: the worker ends
+    synced_reads: int | None = None  # the PLEG's reads_started when this pod's last sync ended
 
     @property
     def name(self) -> str:

@@ -3,7 +3,8 @@ apiserver only when it changed (upstream status/status_manager.go).
 
 Beyond the pure generator it adds what lives on the node: probe results, the worker's waiting
 reasons, terminated containers' messages (their termination-log file, or with
-FallbackToLogsOnError the end of their log), and the pod start duration metric.
+FallbackToLogsOnError the end of their log). It tells the start-up tracker (pod_startup.py) which
+status the apiserver accepted, and times each write (kubelet_pod_status_sync_duration_seconds).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nodeagent.kubelet import probes as probes_mod
 from nodeagent.kubelet.config import HostInfo, KubeletConfig
 from nodeagent.kubelet.metrics import KubeletMetrics
 from nodeagent.kubelet.model import ContainerState, PodRuntimeStatus
+from nodeagent.kubelet.pod_startup import PodStartupTracker
 from nodeagent.kubelet.pod_workers import PodWorker
 from nodeagent.kubelet.runtime_service import RuntimeService
 from nodeagent.kubelet.status import StatusInputs, generate_pod_status
@@ -31,7 +33,7 @@ _MESSAGE_CACHE_MAX = 4096
 
 class StatusManager:
     def __init__(self, client: Any, runtime: RuntimeService, probes: probes_mod.ProbeManager, clock: Clock,
-                 metrics: KubeletMetrics, config: KubeletConfig, host: HostInfo) -> None:
+                 metrics: KubeletMetrics, config: KubeletConfig, host: HostInfo, startup: PodStartupTracker) -> None:
         self.client = client
         self.runtime = runtime
         self.probes = probes
@@ -39,11 +41,13 @@ class StatusManager:
         self.metrics = metrics
         self.config = config
         self.host = host
+        self.startup = startup
         self.last_status: dict[str, dict[str, Any]] = {}  # pod uid -> the status last written
         self._messages: dict[str, str] = {}  # container id -> termination message read
 
     def forget(self, uid: str) -> None:
         self.last_status.pop(uid, None)
+        self.startup.forget(uid)
 
     def _termination_messages(self, pod: dict[str, Any], rs: PodRuntimeStatus) -> None:
         spec = pod.get("spec", {})
@@ -90,12 +94,9 @@ class StatusManager:
         from nodeagent.client import NotFound
 
         status = self.build(w, pod, rs)
-        if not w.start_recorded and status.get("phase") == "Running" and all(
-                "running" in s["state"] for s in status.get("containerStatuses", [])):
-            w.start_recorded = True
-            self.metrics.pod_start_duration.observe(time.monotonic() - w.first_seen)
         if self.last_status.get(w.uid) == status:
             return
+        started = time.monotonic()
         md = pod["metadata"]
         # A merge patch of the status subresource; the uid makes it fail on a re-created namesake.
         patch = {"metadata": {"uid": w.uid}, "status": status}
@@ -104,4 +105,6 @@ class StatusManager:
                                     patch_type="merge", subresource="status")
         except NotFound:
             return
+        self.metrics.pod_status_sync_duration.observe(time.monotonic() - started)
         self.last_status[w.uid] = status
+        self.startup.status_written(w.uid, status, pod.get("spec") or {})

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from nodeagent.kubelet import probes as probes_mod
@@ -21,6 +23,7 @@ from nodeagent.kubelet.dns import DNSConfig, pod_dns_config
 from nodeagent.kubelet.env import ObjectGetter
 from nodeagent.kubelet.model import ContainerState, PodRuntimeStatus, SandboxOptions, SandboxState
 from nodeagent.kubelet.pleg import GenericPLEG
+from nodeagent.kubelet.pod_startup import PodStartupTracker
 from nodeagent.kubelet.pod_workers import PodWorker, pod_key
 from nodeagent.kubelet.podstatus import reread
 from nodeagent.kubelet.runtime_service import RuntimeService
@@ -35,6 +38,7 @@ class PodSyncer:
     def __init__(self, runtime: RuntimeService, pleg: GenericPLEG, probes: probes_mod.ProbeManager,
                  containers: Containers, status: StatusManager, backoff: Backoff, recorder: Any,
                  config: KubeletConfig, host: HostInfo, host_dns: DNSConfig, get_object: ObjectGetter,
+                 startup: PodStartupTracker, runtime_handler: Callable[[str | None], str],
                  tokens: TokenManager | None = None) -> None:
         self.runtime = runtime
         self.pleg = pleg
@@ -48,6 +52,8 @@ class PodSyncer:
         self.host_dns = host_dns
         self.get_object = get_object
         self.tokens = tokens  # the service account tokens of projected volumes (tokens.py)
+        self.startup = startup
+        self.runtime_handler = runtime_handler  # RuntimeClass name -> CRI handler (runtimeclass.py)
         # A new sandbox is the expensive part (runc, CNI): bound how many start at once so that a
         # burst of pods finishes in order instead of all together at the end.
         self._start_slots = asyncio.Semaphore(config.parallel_pod_starts) if config.parallel_pod_starts > 0 else None
@@ -66,9 +72,28 @@ class PodSyncer:
                 out.add(name)
         return out
 
+    async def read_runtime(self, w: PodWorker) -> PodRuntimeStatus:
+        """Step 1's read of the runtime, skipped when it can be: a status the PLEG read after this
+        pod's last sync ended is current (the PLEG event that woke the worker came with it, as
+        upstream's pod workers take it from the pod cache), and a pod this kubelet has never synced
+        and the runtime does not hold (the last relist, done before the informer started, did not
+        see it) has nothing to read."""
+        if w.synced_reads is None:
+            if w.uid not in self.pleg.known_uids and self.pleg.cached(w.uid) is None:
+                return PodRuntimeStatus(uid=w.uid)
+        elif (cached := self.pleg.cached_since(w.uid, w.synced_reads)) is not None:
+            return cached
+        return await self.pleg.refresh(w.uid)
+
     async def sync_pod(self, w: PodWorker, pod: dict[str, Any]) -> None:
+        try:
+            await self._sync_pod(w, pod)
+        finally:
+            w.synced_reads = self.pleg.reads_started
+
+    async def _sync_pod(self, w: PodWorker, pod: dict[str, Any]) -> None:
         # Step 1: compute sandbox and container changes, from one read of the runtime.
-        rs = await self.pleg.refresh(w.uid)
+        rs = await self.read_runtime(w)
         actions = compute_pod_actions(pod, rs, self._failed_probes(w.uid, rs, probes_mod.LIVENESS),
                                       self._failed_probes(w.uid, rs, probes_mod.STARTUP))
         log.debug("sync pod=%s actions=%s", pod_key(pod), actions)
@@ -128,8 +153,12 @@ class PodSyncer:
         # Step 4: create the sandbox.
         sandbox_id = actions.sandbox_id
         if actions.create_sandbox:
+            self.startup.sandbox_starting(w.uid)
             try:
-                sandbox_id = await self.runtime.run_sandbox(pod, self.sandbox_options(pod, actions.attempt))
+                opts = replace(self.sandbox_options(pod, actions.attempt),
+                               runtime_handler=self.runtime_handler(pod.get("spec", {}).get("runtimeClassName")))
+                with self.startup.step(w.uid, "sandbox"):
+                    sandbox_id = await self.runtime.run_sandbox(pod, opts)
             except Exception as e:
                 self.recorder.event(pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}")
                 await self.status.write(w, pod, rs)

@@ -70,12 +70,13 @@ ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindi
 CLUSTERROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False)
 INGRESSES = Kind("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), ("status",))
 INGRESSCLASSES = Kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False)
+RUNTIME_CLASSES = Kind("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", False)
 
 KINDS: tuple[Kind, ...] = (
     NAMESPACES, NODES, PODS, SERVICES, ENDPOINTS, EVENTS, CONFIGMAPS, SECRETS, SERVICEACCOUNTS,
     BINDINGS, DEPLOYMENTS, REPLICASETS, DAEMONSETS, CONTROLLERREVISIONS, JOBS, ENDPOINTSLICES, LEASES,
     ROLES, CLUSTERROLES, ROLEBINDINGS, CLUSTERROLEBINDINGS,
-    INGRESSES, INGRESSCLASSES,
+    INGRESSES, INGRESSCLASSES, RUNTIME_CLASSES,
 )
 
 

@@ -23,6 +23,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--sandbox-image", default=None, help="pause image (default nodeagent.local/pause:1)")
     p.add_argument("--stream-address", default="127.0.0.1", help="exec/attach streaming server address")
     p.add_argument("--stream-port", type=int, default=0, help="streaming server port (0: any free one)")
+    p.add_argument("--metrics-address", default="", help="host:port for containerd's Prometheus metrics (default off)")
     p.add_argument("--keep-pods", action="store_true",
                    help="on exit stop only containerd, leaving pods running for a later start")
     p.set_defaults(func=containerd_main)
@@ -70,7 +71,8 @@ async def containerd_main(args: argparse.Namespace) -> int:
 
     c = ManagedContainerd(args.data_dir, netns=args.netns, cni_bin_dir=args.cni_bin_dir,
                           cni_conf_dir=args.cni_conf_dir, sandbox_image=args.sandbox_image or PAUSE_IMAGE,
-                          stream_address=args.stream_address, stream_port=args.stream_port)
+                          stream_address=args.stream_address, stream_port=args.stream_port,
+                          metrics_address=args.metrics_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -83,13 +83,14 @@ class Harness:
         return ""
 
 
-def make_harness(tmp: str, runtime: FakeRuntime | None = None, client: FakeClient | None = None) -> Harness:
+def make_harness(tmp: str, runtime: FakeRuntime | None = None, client: FakeClient | None = None,
+                 **config: Any) -> Harness:
     clock = FakeClock()
     rt = runtime or FakeRuntime(clock)
     rt.clock = clock
     client = client or FakeClient()
     cfg = KubeletConfig(node_name=NODE, data_dir=tmp, node_ip="192.168.56.10", pleg_relist_period=0.05,
-                        housekeeping_interval=0.05, sync_frequency=0.5, resolv_conf="/nonexistent")
+                        housekeeping_interval=0.05, sync_frequency=0.5, resolv_conf="/nonexistent", **config)
     rt.logs_dir = cfg.logs_dir  # the runtime service lays out the pods' logs under the kubelet's --logs-dir
     k = Kubelet(client, rt, cfg, clock=clock)
     return Harness(client, rt, clock, k, tmp)

@@ -160,14 +160,15 @@ class KubeletNode:
         return str(doc["users"][0]["user"]["token"])
 
 
-def start_kubelet_node(base: Path, extra_args: list[str] | None = None) -> KubeletNode:
+def start_kubelet_node(base: Path, extra_args: list[str] | None = None,
+                       containerd_metrics: str = "") -> KubeletNode:
     (base / "api").mkdir()
     api = start_apiserver(base / "api")
     node: Node | None = None
     fw = Forwarders()
     try:
         (base / "node").mkdir()
-        node = start_node(base / "node")
+        node = start_node(base / "node", metrics_address=containerd_metrics)
         fw.add(node.netns, api.port, None, api.port)         # node -> apiserver
         port = free_port()
         fw.add(None, port, node.netns, port)                 # apiserver/test -> kubelet

@@ -51,6 +51,7 @@ class Node:
     proc: subprocess.Popen[str] | None = None
     endpoint: str = ""
     log_root: Path = field(default_factory=Path)
+    metrics_address: str = ""  # containerd's Prometheus endpoint inside the netns ("": off)
 
     @property
     def socket(self) -> str:
@@ -64,7 +65,8 @@ class Node:
         log = open(self.data_dir / "nodeagent-containerd.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nodeagent", "containerd", "--data-dir", str(self.data_dir),
-             "--netns", self.netns, "--cni-bin-dir", REFERENCE_CNI_BIN],
+             "--netns", self.netns, "--cni-bin-dir", REFERENCE_CNI_BIN,
+             *(["--metrics-address", self.metrics_address] if self.metrics_address else [])],
             stdout=subprocess.PIPE, stderr=log, text=True)
         log.close()
         assert self.proc.stdout is not None
@@ -92,10 +94,10 @@ class Node:
                 self.proc.wait()
 
 
-def start_node(base: Path) -> Node:
+def start_node(base: Path, metrics_address: str = "") -> Node:
     name = f"na-rt-{secrets.token_hex(3)}"
     make_netns(name)
-    node = Node(data_dir=base, netns=name)
+    node = Node(data_dir=base, netns=name, metrics_address=metrics_address)
     try:
         node.start()
     except BaseException:
@@ -138,11 +140,12 @@ class RunningPod:
     log_dir: str
 
 
-async def run_pod(rt: RuntimeClient, node: Node, pod: dict[str, Any], start: bool = True) -> RunningPod:
+async def run_pod(rt: RuntimeClient, node: Node, pod: dict[str, Any], start: bool = True,
+                  runtime_handler: str = "") -> RunningPod:
     log_dir = podconfig.pod_log_directory(str(node.log_root), pod)
     os.makedirs(log_dir, exist_ok=True)
     sc = podconfig.sandbox_config(pod, log_directory=log_dir)
-    sid = await rt.run_pod_sandbox(sc)
+    sid = await rt.run_pod_sandbox(sc, runtime_handler=runtime_handler)
     running = RunningPod(pod, sid, sc, {}, log_dir)
     try:
         for c in pod["spec"]["containers"]:

@@ -11,6 +11,8 @@ truth test per write.
   serviceaccount.py   ServiceAccount (mutating): default account, the kube-api-access volume
   noderestriction.py  NodeRestriction: what a node may write
   rbacescalation.py   RBAC escalation prevention (upstream's policy-based RBAC storage)
+  runtimeclass.py     RuntimeClass (mutating and validating): a pod's RuntimeClass overhead and
+                      scheduling; in every Registry's chain from the start, as upstream enables it
 """
 
 from __future__ import annotations

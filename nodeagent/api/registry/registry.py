@@ -11,6 +11,7 @@ from typing import Any
 
 from nodeagent.api import errors
 from nodeagent.api.admission import Chain
+from nodeagent.api.admission.runtimeclass import RuntimeClassAdmission
 from nodeagent.api.allocators import ClusterIPAllocator, NodePortAllocator
 from nodeagent.api.registry import subresources
 from nodeagent.api.registry.generic import GenericStore, Mutate, Observer
@@ -21,7 +22,7 @@ from nodeagent.api.registry.strategy import Shared, Strategy
 from nodeagent.api.registry.watch import WatchSession
 from nodeagent.api.store import Entry, Store
 from nodeagent.clock import RealClock, SleepingClock
-from nodeagent.machinery.kinds import NAMESPACES, PODS, Kind
+from nodeagent.machinery.kinds import NAMESPACES, PODS, RUNTIME_CLASSES, Kind
 
 Obj = dict[str, Any]
 
@@ -31,7 +32,8 @@ class Registry:
                  node_port_range: str = "30000-32767", clock: SleepingClock | None = None) -> None:
         self.store = store
         self.shared = Shared(ClusterIPAllocator(service_cidr), NodePortAllocator(node_port_range))
-        self.admission = Chain()
+        # The plugins upstream enables by default that act on what we store (admission/).
+        self.admission = Chain([RuntimeClassAdmission(self._runtime_class)])
         self.observers: list[Observer] = []
         self._stores = {kind: GenericStore(store, kind, cls(kind, self.shared), self.admission, self.observers)
                         for kind, cls in STRATEGIES.items()}
@@ -85,6 +87,10 @@ class Registry:
 
     async def close(self) -> None:
         await self.loops.stop()
+
+    async def _runtime_class(self, name: str) -> Obj | None:
+        e = await self.store.get(self.for_kind(RUNTIME_CLASSES).resource, "", name)
+        return e.obj if e is not None else None
 
     async def ensure_namespace(self, name: str) -> None:
         """Create namespace `name` unless it exists."""

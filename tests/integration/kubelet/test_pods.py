@@ -3,6 +3,7 @@ volumes, log, exec and terminate as upstream's do."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
 from typing import Any
@@ -500,3 +501,45 @@ async def test_kill9_kubelet_adopts_pods_without_restarting(kn: KubeletNode, cli
     assert {s["name"]: s["containerID"] for s in after["status"]["containerStatuses"]} == ids
     assert all(s["restartCount"] == 0 for s in after["status"]["containerStatuses"])
     await client.delete(PODS, kname, namespace="default")
+
+
+async def test_runtime_class_crun_runs_the_pod_with_crun(kn: KubeletNode, client: Client) -> None:
+    """spec.runtimeClassName -> RuntimeClass.handler -> RunPodSandbox(runtime_handler): containerd
+    runs the pod with crun, its state under the managed containerd's crun root; the start's steps
+    are in the kubelet's metrics."""
+    import shutil
+
+    from nodeagent.machinery.kinds import RUNTIME_CLASSES
+    from nodeagent.runtime.containerd import crun_blocked
+    from nodeagent.runtime.cri import RuntimeClient
+
+    if shutil.which("crun") is None or crun_blocked():
+        pytest.skip(f"crun cannot run here ({crun_blocked() or 'not installed'}): `make setup` installs it")
+    name = f"crun-{secrets.token_hex(2)}"
+    await client.create(RUNTIME_CLASSES, {"metadata": {"name": name}, "handler": "crun"})
+    try:
+        p = await client.create(PODS, pod(kn, "crun", [sleeper()], runtimeClassName=name))
+        pname = p["metadata"]["name"]
+        await wait_until(lambda: _ready(client, pname), what="crun pod Ready", kn=kn)
+        async with RuntimeClient(kn.endpoint) as rt:
+            sandboxes = [s for s in await rt.list_pod_sandbox() if s.metadata.name == pname]
+            assert [s.runtime_handler for s in sandboxes] == ["crun"]
+        assert kn.node is not None
+        crun_root = kn.node.data_dir / "containerd" / "crun" / "k8s.io"
+        assert (crun_root / sandboxes[0].id).is_dir()  # crun holds the pause container's state
+        code, out = await _exec(kn, pname, "c", ["cat", "/proc/1/cmdline"])
+        assert code == 0 and out.startswith("sleep")
+        text = await _metrics(kn)
+        assert 'kubelet_run_podsandbox_duration_seconds_count{runtime_handler="crun"}' in text
+        for phase in ("queued", "sandbox", "image", "create", "start", "status", "watch"):
+            assert f'nodeagent_kubelet_pod_start_phase_duration_seconds_count{{phase="{phase}"}}' in text, phase
+        assert "kubelet_pod_start_sli_duration_seconds_count" in text
+        await client.delete(PODS, pname, namespace="default")
+    finally:
+        await client.delete(RUNTIME_CLASSES, name)
+
+
+async def _metrics(kn: KubeletNode) -> str:
+    from tests.helpers import prom
+
+    return await asyncio.to_thread(prom.scrape, f"https://127.0.0.1:{kn.port}/metrics", kn.admin_token())

@@ -3,6 +3,7 @@ logs, one-shot exec and attach's checks over the fake runtime."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -217,3 +218,69 @@ async def test_deleted_node_is_registered_again(tmp_path: Any) -> None:
     assert await m.update_status()
     node = await client.get(NODES, "n1")
     assert node["spec"]["podCIDR"] == "10.244.3.0/24" and node["status"]["conditions"]
+
+
+async def test_fast_status_update_writes_ready_as_soon_as_runtime_and_podcidr_allow(tmp_path: Any) -> None:
+    from nodeagent.kubelet.node_startup import fast_status_update_once
+
+    ready: list[tuple[bool, str]] = [(False, "container runtime network not ready: NetworkReady=false")]
+    client, _, m = _mgr(str(tmp_path), ready)
+    await m.register()  # no podCIDR yet: NotReady
+    checks = 0
+
+    async def refresh() -> None:  # the runtime reports NetworkReady from the third check on
+        nonlocal checks
+        checks += 1
+        if checks == 3:
+            ready[0] = (True, "")
+
+    def ready_condition() -> str:
+        node = client.objects(NODES)[0]
+        return next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
+
+    task = asyncio.create_task(fast_status_update_once(m, refresh, period=0.01, grace=10))
+    await wait_for(lambda: checks >= 5, what="a few checks")
+    assert ready_condition() == "True" and not task.done()  # Ready written, but no podCIDR yet: still looking
+    await client.patch(NODES, "n1", {"spec": {"podCIDR": "10.244.7.0/24", "podCIDRs": ["10.244.7.0/24"]}})
+    assert await asyncio.wait_for(task, 5) is True
+    assert m.pod_cidr == "10.244.7.0/24"
+    node = client.objects(NODES)[0]
+    net = next(c for c in node["status"]["conditions"] if c["type"] == "NetworkUnavailable")
+    assert net["status"] == "False"
+
+
+async def test_fast_status_update_gives_up_after_the_grace_period(tmp_path: Any) -> None:
+    from nodeagent.kubelet.node_startup import fast_status_update_once
+
+    _, _, m = _mgr(str(tmp_path), [(False, "runtime down")])
+    await m.register()
+
+    async def refresh() -> None:
+        pass
+
+    assert await fast_status_update_once(m, refresh, period=0.01, grace=0.05) is False
+
+
+async def test_fast_status_update_ends_only_once_ready_is_written(tmp_path: Any) -> None:
+    """The 5 s runtime loop may flip readiness between the loop's write and its check: the loop
+    ends on what the apiserver accepted, so Ready=True is written before it stops."""
+    from nodeagent.kubelet.node_startup import fast_status_update_once
+
+    ready: list[tuple[bool, str]] = [(False, "network not ready")]
+    client, _, m = _mgr(str(tmp_path), ready, pod_cidr="10.244.1.0/24")
+    await m.register()
+    real_update = m.update_status
+
+    async def update_then_other_loop_flips() -> bool:
+        wrote = await real_update()
+        ready[0] = (True, "")  # the other loop, right after this write
+        return wrote
+
+    m.update_status = update_then_other_loop_flips  # type: ignore[method-assign]
+
+    async def refresh() -> None:
+        pass
+
+    assert await fast_status_update_once(m, refresh, period=0.01, grace=5) is True
+    node = client.objects(NODES)[0]
+    assert next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready") == "True"

@@ -24,14 +24,19 @@ async def test_a_sync_lists_the_runtime_once_and_once_more_after_changes(tmp_pat
     w = PodWorker(pod["metadata"]["uid"], pod)
 
     h.runtime.calls.clear()
-    await h.kubelet.sync(w)  # sandbox and two containers
-    assert lists(h) == (2, 2)
+    await h.kubelet.sync(w)  # sandbox and two containers; a new pod the runtime does not hold: no read first
+    assert lists(h) == (1, 1)
     assert len(h.runtime.calls_of("RunPodSandbox")) == 1 and len(h.runtime.calls_of("StartContainer")) == 2
 
     h.runtime.calls.clear()
     await h.kubelet.sync(w)  # nothing to do: the read before the plan only
     assert lists(h) == (1, 1)
     assert not h.runtime.calls_of("CreateContainer") and not h.runtime.calls_of("StopContainer")
+
+    await h.kubelet.pleg.refresh(w.uid)  # the PLEG read the pod after that sync (a relist saw a change)
+    h.runtime.calls.clear()
+    await h.kubelet.sync(w)  # the sync it wakes takes that read: no call at all
+    assert lists(h) == (0, 0) and not h.runtime.calls_of("ContainerStatus")
 
     h.runtime.calls.clear()
     w.pod = with_image(pod, "a", NEW)
@@ -46,7 +51,7 @@ async def test_a_sync_lists_the_runtime_once_and_once_more_after_changes(tmp_pat
     assert b is not None and b.image == OLD and b.attempt == 0
 
 
-async def test_a_failed_sandbox_lists_once(tmp_path: Any) -> None:
+async def test_a_failed_sandbox_lists_nothing_then_rereads(tmp_path: Any) -> None:
     h = make_harness(str(tmp_path))
     pod = await h.create(make_pod("sbfail-count"))
     w = PodWorker(pod["metadata"]["uid"], pod)
@@ -54,4 +59,7 @@ async def test_a_failed_sandbox_lists_once(tmp_path: Any) -> None:
     h.runtime.calls.clear()
     with pytest.raises(RuntimeError):
         await h.kubelet.sync(w)
-    assert lists(h) == (1, 1)
+    assert lists(h) == (0, 0)  # new to the kubelet and the runtime: nothing to read, nothing changed
+    h.runtime.calls.clear()
+    await h.kubelet.sync(w)  # the retry reads the runtime (the failed attempt may have left a sandbox)
+    assert lists(h) == (2, 2) and len(h.runtime.calls_of("RunPodSandbox")) == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.runtime.containerd import ContainerdError, ManagedContainerd, mounts_under
+from nodeagent.runtime.containerd import ContainerdError, ManagedContainerd, crun_blocked, mounts_under
 
 CRI = "io.containerd.grpc.v1.cri"
 
@@ -43,6 +43,33 @@ def test_config_custom_sandbox_image_and_stream_address(tmp_path: Path) -> None:
     assert cri["sandbox_image"] == "nodeagent.local/other:2"
     assert cri["stream_server_address"] == "192.168.56.11"
     assert cri["cni"]["conf_dir"] == str(tmp_path / "conf")
+
+
+def test_crun_is_a_second_runtime_handler_with_its_own_root(tmp_path: Path) -> None:
+    c = ManagedContainerd(tmp_path, metrics_address="127.0.0.1:1338")
+    c.crun_binary = "/usr/bin/crun"
+    cfg = tomllib.loads(c.render_config())
+    runtimes = cfg["plugins"][CRI]["containerd"]["runtimes"]
+    assert cfg["plugins"][CRI]["containerd"]["default_runtime_name"] == "runc"
+    assert runtimes["crun"]["runtime_type"] == "io.containerd.runc.v2"  # containerd's runc shim execs crun
+    d = tmp_path.resolve() / "containerd"
+    assert runtimes["crun"]["options"] == {"BinaryName": "/usr/bin/crun", "Root": str(d / "crun"),
+                                           "SystemdCgroup": False}
+    assert "BinaryName" not in runtimes["runc"]["options"]
+    assert cfg["metrics"]["address"] == "127.0.0.1:1338"
+    c.crun_binary = None  # not installed: only runc, and no metrics section unless asked
+    cfg = tomllib.loads(c.render_config())
+    assert list(cfg["plugins"][CRI]["containerd"]["runtimes"]) == ["runc"]
+    assert "metrics" not in tomllib.loads(ManagedContainerd(tmp_path).render_config())
+
+
+def test_crun_blocked_by_v2_controllers_in_a_hybrid_layout(tmp_path: Path) -> None:
+    assert crun_blocked(tmp_path) == ""  # no unified/ mount: pure v1 or pure v2
+    (tmp_path / "unified").mkdir()
+    (tmp_path / "unified" / "cgroup.controllers").write_text("\n")
+    assert crun_blocked(tmp_path) == ""  # hybrid with an empty v2 hierarchy, as systemd mounts it
+    (tmp_path / "unified" / "cgroup.controllers").write_text("hugetlb\n")
+    assert "hugetlb" in crun_blocked(tmp_path) and "mount -t cgroup" in crun_blocked(tmp_path)
 
 
 def test_argv_enters_only_the_network_namespace(tmp_path: Path) -> None:

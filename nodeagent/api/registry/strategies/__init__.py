@@ -14,6 +14,7 @@ from nodeagent.api.registry.strategies.namespaces import NamespaceStrategy
 from nodeagent.api.registry.strategies.nodes import NodeStrategy
 from nodeagent.api.registry.strategies.pods import PodStrategy
 from nodeagent.api.registry.strategies.rbac import RoleBindingStrategy, RoleStrategy
+from nodeagent.api.registry.strategies.runtimeclasses import RuntimeClassStrategy
 from nodeagent.api.registry.strategies.secrets_configmaps import ConfigMapStrategy, SecretStrategy
 from nodeagent.api.registry.strategies.serviceaccounts import ServiceAccountStrategy
 from nodeagent.api.registry.strategies.services import ServiceStrategy
@@ -52,6 +53,7 @@ STRATEGIES: dict[Kind, type[Strategy]] = {
     kinds.CLUSTERROLEBINDINGS: RoleBindingStrategy,
     kinds.INGRESSES: IngressStrategy,
     kinds.INGRESSCLASSES: IngressClassStrategy,
+    kinds.RUNTIME_CLASSES: RuntimeClassStrategy,
 }
 
 __all__ = ["STRATEGIES"]
